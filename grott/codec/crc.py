@@ -1,0 +1,78 @@
+"""
+CRC-16/MODBUS as Growatt uses it: reflected polynomial 0xA001, initial
+value 0xFFFF, no final XOR, appended big-endian after the scrambled body.
+
+The pure-Python version works on 16-bit words through a 65,536-entry table:
+for a 16-bit CRC, XOR-ing a whole little-endian word into the register and
+looking the result up is the same as two byte steps, so the interpreter loop
+runs half as often (about 12 us for a 585-byte packet instead of 36 us).
+When the optional C-backed C{fastcrc} package is installed (the
+C{speedups} extra) it is used instead (about 0.2 us); both are checked
+against each other by the test suite.
+"""
+
+import sys
+
+__all__ = ["crc16", "crc16_python", "IMPLEMENTATION"]
+
+
+def _byte_table():
+    table = []
+    for index in range(256):
+        crc = index
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_T8 = _byte_table()
+
+
+def _word_table():
+    t8 = _T8
+    table = [0] * 65536
+    for index in range(65536):
+        crc = (index >> 8) ^ t8[index & 0xFF]
+        table[index] = (crc >> 8) ^ t8[crc & 0xFF]
+    return table
+
+
+_T16 = _word_table()
+_LITTLE = sys.byteorder == "little"
+
+
+def crc16_python(data):
+    """
+    Compute CRC-16/MODBUS of C{data} (any bytes-like object) in pure Python.
+    """
+    table = _T16
+    crc = 0xFFFF
+    view = memoryview(data).cast("B")
+    even = len(view) & ~1
+    if _LITTLE:
+        for word in view[:even].cast("H"):
+            crc = table[crc ^ word]
+    else:  # pragma: no cover - big-endian hosts
+        for i in range(0, even, 2):
+            crc = table[crc ^ (view[i] | (view[i + 1] << 8))]
+    if len(view) & 1:
+        crc = (crc >> 8) ^ _T8[(crc ^ view[-1]) & 0xFF]
+    return crc
+
+
+try:
+    from fastcrc import crc16 as _fastcrc16
+except ImportError:  # pragma: no cover - depends on the installed extras
+    crc16 = crc16_python
+    IMPLEMENTATION = "python"
+else:
+    _modbus = _fastcrc16.modbus
+
+    def crc16(data):
+        """
+        Compute CRC-16/MODBUS of C{data} with the C-backed C{fastcrc}.
+        """
+        return _modbus(bytes(data))
+
+    IMPLEMENTATION = "fastcrc"
