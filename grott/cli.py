@@ -1,0 +1,63 @@
+"""
+The `grott` console script: small tools around the service.
+
+    grott decode HEX...      show what a packet says
+    grott check --config F   validate a configuration (exit 0 or 1)
+    grott simulate ...       simulated dataloggers
+    grott fake-cloud ...     a stand-in for the Growatt server
+
+Each subcommand lives in its own module under L{grott.scripts} with an
+C{Options} class and a C{main(options)} function returning the exit status;
+they are imported only when chosen, so `grott decode` starts quickly.
+"""
+
+import importlib
+import sys
+
+from twisted.python import usage
+
+#: name -> (module, one-line help)
+SUBCOMMANDS = {
+    "decode": ("grott.scripts.decode", "Decode Growatt packets given as hex (arguments or stdin)."),
+}
+
+
+class Options(usage.Options):
+    synopsis = "grott <command> [options]"
+
+    @property
+    def subCommands(self):
+        return [(name, None, _LazyOptions(module), text)
+                for name, (module, text) in SUBCOMMANDS.items()]
+
+    def postOptions(self):
+        if self.subCommand is None:
+            raise usage.UsageError("which command? (" + ", ".join(SUBCOMMANDS) + ")")
+
+
+class _LazyOptions:
+    """Import a subcommand's Options only when twisted.python.usage needs it."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self):
+        return importlib.import_module(self.module).Options()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    options = Options()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        sys.stderr.write(f"grott: {e}\n")
+        if options.subCommand is None:
+            sys.stderr.write(str(options))
+        sys.exit(2)
+    module = importlib.import_module(SUBCOMMANDS[options.subCommand][0])
+    sys.exit(module.main(options.subOptions))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

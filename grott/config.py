@@ -1,0 +1,248 @@
+"""
+config.yaml to frozen dataclasses.
+
+The file is read once with C{yaml.safe_load} and checked against the
+dataclasses below: an unknown key, a value of the wrong type or an endpoint
+string Twisted cannot parse is one L{ConfigError} naming the file and the
+dotted key (C{config.yaml: proxy.upstream: ...}), so a typo stops start-up
+with a sentence instead of a traceback or, worse, a silently ignored setting.
+
+Defaults live here and are restated, with comments, in the shipped
+config.yaml; a test loads that file so the two cannot drift apart.  To add a
+setting, add a field to the section's dataclass: the loader checks it by its
+annotation (and C{metadata["check"]} for finer rules).
+"""
+
+import dataclasses
+import os
+import typing
+
+import yaml
+
+__all__ = ["ConfigError", "Config", "load_config", "config_from_string", "config_from_dict"]
+
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used; the message says where and why.
+    """
+
+
+# ---------------------------------------------------------------- checks
+
+def _positive(value):
+    if value <= 0:
+        return "must be greater than 0"
+
+
+def _non_negative(value):
+    if value < 0:
+        return "must not be negative"
+
+
+def _choices(*allowed):
+    def check(value):
+        if value not in allowed:
+            return "must be one of " + ", ".join(repr(a) for a in allowed)
+    return check
+
+
+def _server_endpoint(value):
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+    try:
+        serverFromString(MemoryReactor(), value)
+    except Exception as e:
+        return f"not a Twisted server endpoint string ({value!r}): {e}"
+
+
+def _client_endpoint(value, allow_none=False):
+    if allow_none and value == "none":
+        return None
+    from twisted.internet.endpoints import clientFromString
+    from twisted.internet.testing import MemoryReactor
+    try:
+        clientFromString(MemoryReactor(), value)
+    except Exception as e:
+        return f"not a Twisted client endpoint string ({value!r}): {e}"
+
+
+def _upstream(value):
+    return _client_endpoint(value, allow_none=True)
+
+
+def _max_dataloggers(value):
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return "must be 'auto' or a whole number of at least 1"
+
+
+def _field(default, check=None, secret=False, **kw):
+    metadata = {"check": check} if check else {}
+    if isinstance(default, (dict, list)):
+        factory = (lambda d=default: type(d)(d))
+        return dataclasses.field(default_factory=factory, metadata=metadata, repr=not secret, **kw)
+    return dataclasses.field(default=default, metadata=metadata, repr=not secret, **kw)
+
+
+# ---------------------------------------------------------------- sections
+
+@dataclasses.dataclass(frozen=True)
+class ProxyConfig:
+    #: Where dataloggers connect (a Twisted server endpoint string).
+    listen: str = _field("tcp:5279", _server_endpoint)
+    #: The Growatt server, or "none" for cloud-free mode.
+    upstream: str = _field("tcp:server.growatt.com:5279", _upstream)
+    #: Seconds to wait for the upstream connection.
+    connect_timeout: float = _field(10.0, _positive)
+    #: Seconds without a byte from the datalogger before both sides close.
+    idle_timeout: float = _field(600.0, _positive)
+    #: Concurrent dataloggers: a number, or "auto" (what RLIMIT_NOFILE allows).
+    max_dataloggers: typing.Union[int, str] = _field("auto", _max_dataloggers)
+    #: Bytes from the datalogger held while the upstream connection is not up.
+    pending_limit: int = _field(65536, _positive)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandConfig:
+    #: The admin socket; "none" turns it off.
+    listen: str = _field("tcp:15279:interface=127.0.0.1",
+                         lambda v: None if v == "none" else _server_endpoint(v))
+    #: Seconds to wait for the inverter's answer to a command.
+    timeout: float = _field(10.0, _positive)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+    level: str = _field("info", _choices("debug", "info", "warn", "error", "critical"))
+    to: str = _field("stdout", _choices("stdout", "file"))
+    file: str = _field("grott.log")
+    format: str = _field("text", _choices("text", "json"))
+    per_datalogger: bool = _field(False)
+    directory: str = _field("logs")
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginsConfig:
+    #: Python files here are scanned for IGrottPlugin providers.
+    directory: str = _field("plugins")
+    #: Plugin names to run ("all" runs every plugin found).
+    enabled: typing.Union[list, str] = _field("all")
+    #: Plugin names never to run.
+    disabled: list = _field([])
+    #: Per-plugin settings, by plugin name.
+    settings: dict = _field({})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """
+    The whole configuration.  C{source} is the file it came from.
+    """
+
+    proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
+    command: CommandConfig = dataclasses.field(default_factory=CommandConfig)
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    plugins: PluginsConfig = dataclasses.field(default_factory=PluginsConfig)
+    #: Built-in outputs by name (jsonl, mqtt); a section present turns it on.
+    outputs: dict = _field({})
+    #: Extra or overriding register definitions (see README "Registers").
+    registers: list = _field([])
+    #: Inverter family per datalogger or inverter serial, overriding detection.
+    families: dict = _field({})
+    #: Device type code -> register numbers or names to extract.
+    dtc_filter: dict = _field({})
+    source: str = dataclasses.field(default="<defaults>", compare=False)
+
+
+# ---------------------------------------------------------------- loading
+
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number",
+               str: "a string", list: "a list", dict: "a mapping"}
+
+
+def _type_ok(value, tp):
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _convert(value, tp, where):
+    """
+    Check C{value} against the annotation C{tp}; return it (floats as float).
+    """
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    options = typing.get_args(tp) if typing.get_origin(tp) is typing.Union else (tp,)
+    for option in options:
+        if _type_ok(value, option):
+            return float(value) if option is float else value
+    expected = " or ".join(_TYPE_NAMES.get(o, getattr(o, "__name__", str(o))) for o in options)
+    raise ConfigError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls, data, where):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        field = fields.get(key)
+        if field is None:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{dotted}: unknown key (known keys here: {known})")
+        value = _convert(value, hints[key], dotted)
+        check = field.metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"{dotted}: {problem}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(data, source="<config>"):
+    """
+    Build a L{Config} from parsed YAML; errors are prefixed with C{source}.
+    """
+    try:
+        config = _build(Config, data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return dataclasses.replace(config, source=source)
+
+
+def config_from_string(text, source="<config>"):
+    """
+    Parse YAML text into a L{Config}.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{source}: not valid YAML{at}: {problem}") from None
+    return config_from_dict(data, source)
+
+
+def load_config(path):
+    """
+    Read and check the configuration file at C{path}.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the configuration file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
+    return config_from_string(text, os.fspath(path))
