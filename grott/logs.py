@@ -51,3 +51,15 @@ class Logger(_tlog.Logger):
         if namespace is None:
             namespace = sys._getframe(1).f_globals.get("__name__", "grott")
         super().__init__(namespace, source, publisher if observer is None else observer)
+
+
+#: Per-packet events (namespace "grott.packets") cost time on the relay's hot
+#: path, so the proxy emits them only while this is true: set when the level
+#: is debug or per-datalogger files are on.
+trace_packets = False
+
+#: Where per-packet events go (see grott.proxy): fields serial, direction
+#: ("datalogger->server" / "server->datalogger"), record_type (int),
+#: record_name, hex, and record (the decoded record's dict, or None).  When a
+#: session ends, an event with session_closed=True and its serial follows.
+packets = Logger("grott.packets")
