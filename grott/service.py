@@ -1,26 +1,128 @@
 """
 The service tree: what runs, wired together.
 
-    grott (MultiService)
+    grott (GrottService)
      +- proxy      datalogger listener (strports) -> per-datalogger upstream
-     +- command    admin socket (LineReceiver)
-     +- plugins    plugin host: queues, thread pool, outputs
+     +- stats      the session report on SIGUSR1
 
 This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
 """
 
 from twisted.application import service, strports
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet import defer
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import CannotListenError
+
+from grott import limits
+from grott.logs import Logger
+from grott.proxy import ProxyFactory
+from grott.session import Registry
+from grott.stats import StatsService, report_lines
+
+__all__ = ["makeService", "GrottService", "ProxyService"]
+
+#: Seconds shutdown waits for sessions to close before going on.
+SHUTDOWN_DEADLINE = 3.0
+
+
+class GrottService(service.MultiService):
+    """
+    The top of the tree.  Children stop one after the other, last started
+    first, so the proxy stops taking data before the plugins drain and the
+    logs close.  A port that cannot be bound ends start-up with one line.
+    """
+
+    def privilegedStartService(self):
+        try:
+            service.MultiService.privilegedStartService(self)
+        except CannotListenError as e:
+            raise SystemExit(f"grott: cannot listen on {e.interface or '*'}:{e.port}: "
+                             f"{_strip(e.socketError)}") from None
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        service.Service.stopService(self)
+        for child in reversed(list(self)):
+            if child.running:
+                try:
+                    yield defer.maybeDeferred(child.stopService)
+                except Exception:
+                    Logger().failure("stopping {name} failed", name=child.name)
+
+
+def _strip(error):
+    return getattr(error, "strerror", None) or str(error)
+
+
+class ProxyService(service.MultiService):
+    """
+    The datalogger listener and the sessions behind it.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory, listen, reactor, max_dataloggers="auto"):
+        service.MultiService.__init__(self)
+        self.factory = factory
+        self.reactor = reactor
+        self.max_setting = max_dataloggers
+        listener = strports.service(listen, factory, reactor=reactor)
+        listener.setName("listener")
+        listener.setServiceParent(self)
+
+    def privilegedStartService(self):
+        soft = limits.raise_nofile_limit()
+        allowed = limits.dataloggers_for(soft) if soft is not None else None
+        if self.max_setting == "auto":
+            self.factory.max_dataloggers = allowed
+        else:
+            self.factory.max_dataloggers = self.max_setting
+            if allowed is not None and self.max_setting > allowed:
+                self.log.warn("proxy.max_dataloggers is {max}, but the open-file limit "
+                              "({soft}) only allows {allowed}", max=self.max_setting,
+                              soft=soft, allowed=allowed)
+        service.MultiService.privilegedStartService(self)
+        self.log.info("grott can hold {count} dataloggers (open-file limit {soft})",
+                      count=self.factory.max_dataloggers, soft=soft)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        yield service.MultiService.stopService(self)
+        closing = self.factory.closeAll("grott is shutting down")
+        closing.addTimeout(SHUTDOWN_DEADLINE, self.reactor)
+        try:
+            yield closing
+        except defer.TimeoutError:
+            self.log.warn("some datalogger connections did not close within {s} s",
+                          s=SHUTDOWN_DEADLINE)
 
 
 def makeService(config, reactor):
     """
     Build the grott service tree for C{config} on C{reactor}.
     """
-    top = service.MultiService()
+    top = GrottService()
     top.setName("grott")
-    listener = strports.service(config.proxy.listen, Factory.forProtocol(Protocol), reactor=reactor)
-    listener.setName("proxy")
-    listener.setServiceParent(top)
+    registry = Registry()
+    upstream = clientFromString(reactor, config.proxy.upstream)
+    factory = ProxyFactory(
+        upstream, registry, reactor,
+        upstream_label=config.proxy.upstream,
+        connect_timeout=config.proxy.connect_timeout,
+        idle_timeout=config.proxy.idle_timeout,
+        pending_limit=config.proxy.pending_limit,
+    )
+    proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
+    proxy.setName("proxy")
+    proxy.setServiceParent(top)
+
+    def report():
+        return report_lines(registry, reactor.seconds())
+
+    stats = StatsService(report, reactor)
+    stats.setName("stats")
+    stats.setServiceParent(top)
+    top.registry = registry
+    top.report = report
     return top

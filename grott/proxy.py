@@ -1,0 +1,394 @@
+"""
+The relay: one datalogger connection in, one upstream connection out.
+
+A packet from a datalogger enters at L{DataloggerProtocol.dataReceived}, is
+framed there, observed (session, decoder, record callback) in
+L{DataloggerProtocol.packetFromDatalogger}, and leaves through
+L{DataloggerProtocol.sendUpstream}.  The other direction enters at
+L{UpstreamProtocol.dataReceived} and leaves through
+L{DataloggerProtocol.packetFromUpstream}.
+
+What is forwarded is always the original bytes, packet by packet (or
+garbage run by garbage run), never a re-encoding; decoding happens beside
+the relay and a decoding failure is logged and counted, never fatal.  Only
+two things are not forwarded: the datalogger's replies to grott's own
+commands (L{CommandHook.consume}) and, in later modes, what the configured
+policy drops.
+
+Flow control follows L{twisted.protocols.portforward}: each transport is
+registered as the streaming producer of the other, so a side that stops
+reading stops the other side's reads, and memory per connection stays at
+one kernel buffer plus at most one packet in each framer.
+"""
+
+from twisted.internet import defer
+from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
+from twisted.protocols.policies import TimeoutMixin
+
+from grott import logs
+from grott.codec import ACKNOWLEDGED, CodecError, Framer, Garbage, RecordType
+from grott.logs import Logger
+from grott.session import CLOSED, CONNECTED, FAILED, Session
+
+__all__ = ["ProxyFactory", "DataloggerProtocol", "UpstreamProtocol"]
+
+FROM_DATALOGGER = "datalogger->server"
+TO_DATALOGGER = "server->datalogger"
+
+_REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
+
+
+def _peer(transport):
+    address = transport.getPeer()
+    host = getattr(address, "host", None)
+    if host is None:
+        return str(getattr(address, "name", None) or address)
+    return f"{host}:{address.port}"
+
+
+class UpstreamProtocol(Protocol):
+    """
+    grott's connection to the Growatt server for one datalogger: everything
+    it receives goes to the datalogger side.
+    """
+
+    def __init__(self, datalogger):
+        self.datalogger = datalogger
+
+    def dataReceived(self, data):
+        self.datalogger.fromUpstream(data)
+
+    def connectionLost(self, reason):
+        self.datalogger.upstreamLost(reason)
+
+
+class UpstreamFactory(ClientFactory):
+    """
+    Builds the one upstream protocol of one datalogger connection.
+    """
+
+    def __init__(self, datalogger):
+        self.datalogger = datalogger
+
+    def buildProtocol(self, addr):
+        return UpstreamProtocol(self.datalogger)
+
+
+class DataloggerProtocol(Protocol, TimeoutMixin):
+    """
+    A datalogger's connection to grott, and the relay to its upstream.
+    """
+
+    log = Logger()
+    session = None
+    upstream = None
+    _connecting = None
+    _closing = False
+
+    def connectionMade(self):
+        factory = self.factory
+        self.callLater = factory.clock.callLater
+        self.session = Session(_peer(self.transport), factory.clock.seconds(), self.disconnect)
+        factory.registry.add(self.session)
+        self.closed = defer.Deferred()
+        self._up = Framer()
+        self._down = Framer()
+        self._pending = []
+        self._pending_size = 0
+        self.setTimeout(factory.idle_timeout)
+        self.log.info("datalogger connected from {peer}", peer=self.session.peer)
+        self._connecting = factory.connect_upstream(self)
+
+    # -- datalogger -> server ---------------------------------------------
+
+    def dataReceived(self, data):
+        self.resetTimeout()
+        self.session.bytes_in += len(data)
+        for item in self._up.feed(data):
+            if item.__class__ is Garbage:
+                self.garbageFromDatalogger(item)
+            else:
+                self.packetFromDatalogger(item)
+
+    def packetFromDatalogger(self, packet):
+        factory = self.factory
+        session = self.session
+        if session.saw_datalogger_packet(packet, factory.clock.seconds()):
+            self.identified()
+        record = None
+        if packet.record_type in _REGISTER_RECORDS:
+            record = self.decode(packet)
+        if logs.trace_packets:
+            self.trace(FROM_DATALOGGER, packet, record)
+        if factory.commands is not None and factory.commands.consume(session, packet):
+            return
+        self.sendUpstream(packet.raw)
+
+    def decode(self, packet):
+        """
+        Decode a register record beside the relay; failures are counted and
+        logged, never raised.
+        """
+        factory = self.factory
+        session = self.session
+        if factory.decode is None:
+            return None
+        inverter = packet.inverter_serial
+        try:
+            record = factory.decode(packet, session.device_type_codes.get(inverter))
+        except CodecError as e:
+            session.parse_errors += 1
+            self.log.warn("datalogger {serial}: cannot decode {record_name} record: {error}",
+                          serial=session.datalogger_serial, record_name=packet.record_name,
+                          error=str(e), hex=packet.raw.hex())
+            return None
+        except Exception:
+            session.parse_errors += 1
+            self.log.failure("datalogger {serial}: decoder failed on {hex}",
+                             serial=session.datalogger_serial, hex=packet.raw.hex())
+            return None
+        if record is not None:
+            session.saw_record(record)
+            if factory.on_record is not None:
+                try:
+                    factory.on_record(packet, record)
+                except Exception:
+                    self.log.failure("record delivery failed")
+        return record
+
+    def garbageFromDatalogger(self, garbage):
+        self.session.parse_errors += 1
+        self.session.garbage_bytes += len(garbage.data)
+        self.log.warn("datalogger {serial} from {peer}: {count} bytes are not a packet "
+                      "({reason}); relayed unchanged",
+                      serial=self.session.datalogger_serial, peer=self.session.peer,
+                      count=len(garbage.data), reason=garbage.reason,
+                      hex=garbage.data[:64].hex())
+        self.sendUpstream(garbage.data)
+
+    def sendUpstream(self, data):
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.transport.write(data)
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size > self.factory.pending_limit:
+            # Stop reading until the upstream is up; the kernel holds the rest.
+            self.transport.pauseProducing()
+
+    def identified(self):
+        """
+        The datalogger serial is now known: claim it, replacing an older
+        connection of the same datalogger.
+        """
+        session = self.session
+        old = self.factory.registry.claim(session)
+        self.log.info("datalogger {serial} identified on connection from {peer}",
+                      serial=session.datalogger_serial, peer=session.peer)
+        if old is not None:
+            self.log.info("datalogger {serial} reconnected from {peer}; closing its "
+                          "older connection from {old_peer}",
+                          serial=session.datalogger_serial, peer=session.peer,
+                          old_peer=old.peer)
+            if old.disconnect is not None:
+                old.disconnect("replaced by a newer connection")
+
+    # -- server -> datalogger ---------------------------------------------
+
+    def upstreamConnected(self, upstream):
+        self._connecting = None
+        if self._closing:
+            upstream.transport.loseConnection()
+            return
+        self.upstream = upstream
+        self.session.upstream_state = CONNECTED
+        pending, self._pending, self._pending_size = self._pending, [], 0
+        if pending:
+            upstream.transport.writeSequence(pending)
+        upstream.transport.registerProducer(self.transport, True)
+        self.transport.registerProducer(upstream.transport, True)
+        self.transport.resumeProducing()
+        self.log.debug("datalogger from {peer}: upstream {upstream} connected",
+                       peer=self.session.peer, upstream=self.factory.upstream_label)
+
+    def upstreamFailed(self, reason):
+        self._connecting = None
+        if self._closing:
+            return
+        self.session.upstream_state = FAILED
+        self.log.error("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
+                       "{why}; closing the datalogger connection",
+                       serial=self.session.datalogger_serial, peer=self.session.peer,
+                       upstream=self.factory.upstream_label, why=_why(reason))
+        self.disconnect(f"upstream {self.factory.upstream_label} unreachable")
+
+    def fromUpstream(self, data):
+        session = self.session
+        for item in self._down.feed(data):
+            if item.__class__ is Garbage:
+                session.bytes_out += len(item.data)
+                self.transport.write(item.data)
+                continue
+            session.packets_out += 1
+            session.bytes_out += len(item.raw)
+            if logs.trace_packets:
+                self.trace(TO_DATALOGGER, item, None)
+            self.transport.write(item.raw)
+
+    def upstreamLost(self, reason):
+        self.upstream = None
+        self.session.upstream_state = CLOSED
+        rest = self._down.flush()
+        if rest:
+            self.transport.write(rest)
+        if not self._closing:
+            self._close(f"upstream closed ({_why(reason)})")
+
+    # -- closing ------------------------------------------------------------
+
+    def timeoutConnection(self):
+        self.disconnect(f"idle for {self.factory.idle_timeout:g} s")
+
+    def disconnect(self, why):
+        """
+        Close both sides (what was received is flushed first).
+        """
+        if not self._closing:
+            self._close(why)
+
+    def _close(self, why):
+        self._closing = True
+        if self.session.closed_by is None:
+            self.session.closed_by = why
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self.transport.loseConnection()
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.setTimeout(None)
+        session = self.session
+        if session is None:
+            return
+        self._closing = True
+        if session.closed_by is None:
+            session.closed_by = "datalogger closed the connection"
+        rest = self._up.flush()
+        if self.upstream is not None:
+            if rest:
+                self.upstream.transport.write(rest)
+            self.upstream.transport.loseConnection()
+        elif self._connecting is not None:
+            self._connecting.cancel()
+        factory = self.factory
+        factory.registry.remove(session)
+        factory.connections.discard(self)
+        now = factory.clock.seconds()
+        self.log.info(
+            "datalogger {serial} from {peer} disconnected ({closed_by}) after {age:.0f} s: "
+            "{packets_in} packets / {bytes_in} bytes in, {packets_out} packets / "
+            "{bytes_out} bytes out",
+            serial=session.datalogger_serial, peer=session.peer, closed_by=session.closed_by,
+            age=now - session.connected_since, packets_in=session.packets_in,
+            bytes_in=session.bytes_in, packets_out=session.packets_out,
+            bytes_out=session.bytes_out, inverters=list(session.inverters.values()))
+        if session.datalogger_serial is not None:
+            logs.packets.info("session of {serial} closed", serial=session.datalogger_serial,
+                              session_closed=True)
+        if factory.commands is not None:
+            factory.commands.sessionClosed(session)
+        self.closed.callback(None)
+
+    # -- tracing -----------------------------------------------------------
+
+    def trace(self, direction, packet, record):
+        logs.packets.debug(
+            "{serial} {direction} {record_name} {hex}",
+            serial=self.session.datalogger_serial, direction=direction,
+            record_type=int(packet.record_type), record_name=packet.record_name,
+            hex=packet.raw.hex(), record=record.as_dict() if record is not None else None)
+
+
+def _why(reason):
+    value = getattr(reason, "value", reason)
+    text = str(value) or value.__class__.__name__
+    return text.strip().rstrip(".")
+
+
+class ProxyFactory(ServerFactory):
+    """
+    Accepts dataloggers and holds what their protocols share.
+
+    @ivar decode: C{decode(packet, device_type_code) -> record or None}.
+    @ivar on_record: C{on_record(packet, record)}, called for every record.
+    @ivar commands: the command socket's hook (L{CommandHook}), or None.
+    """
+
+    protocol = DataloggerProtocol
+    log = Logger()
+
+    def __init__(self, upstream, registry, clock, *, upstream_label=None, connect_timeout=10.0,
+                 idle_timeout=600.0, max_dataloggers=None, pending_limit=65536, decode=None,
+                 on_record=None, commands=None):
+        self.upstream = upstream
+        self.upstream_label = upstream_label or str(upstream)
+        self.registry = registry
+        self.clock = clock
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_dataloggers = max_dataloggers
+        self.pending_limit = pending_limit
+        self.decode = decode
+        self.on_record = on_record
+        self.commands = commands
+        self.connections = set()
+
+    def buildProtocol(self, addr):
+        limit = self.max_dataloggers
+        if limit is not None and len(self.registry) >= limit:
+            self.registry.rejected += 1
+            self.log.error("refusing datalogger from {peer}: {count} dataloggers connected, "
+                           "the maximum (proxy.max_dataloggers)",
+                           peer=getattr(addr, "host", addr), count=len(self.registry))
+            return None
+        protocol = ServerFactory.buildProtocol(self, addr)
+        self.connections.add(protocol)
+        return protocol
+
+    def connect_upstream(self, datalogger):
+        """
+        Open the upstream connection for C{datalogger}; return the pending
+        Deferred (cancel it to give up).
+        """
+        d = self.upstream.connect(UpstreamFactory(datalogger))
+        d.addTimeout(self.connect_timeout, self.clock)
+        d.addCallbacks(datalogger.upstreamConnected, datalogger.upstreamFailed)
+        d.addBoth(lambda result: None)
+        return d
+
+    def closeAll(self, why):
+        """
+        Close every datalogger connection; the Deferred fires when all are gone.
+        """
+        waiting = []
+        for protocol in list(self.connections):
+            if protocol.session is None or protocol.closed.called:
+                continue
+            waiting.append(protocol.closed)
+            protocol.disconnect(why)
+        return defer.DeferredList(waiting)
+
+
+class CommandHook:
+    """
+    What the proxy asks of the command socket (see L{grott.commands}).
+    """
+
+    def consume(self, session, packet):
+        """Return True when C{packet} answers a grott command (not forwarded)."""
+        return False
+
+    def sessionClosed(self, session):
+        """Fail the commands still waiting on C{session}."""

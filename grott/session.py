@@ -1,0 +1,189 @@
+"""
+What grott knows about each connected datalogger, and the registry of them.
+
+Pure state, no I/O: the proxy updates a L{Session} as packets pass, and the
+command socket, the stats report and plugins read it.  Keeping it out of the
+protocol classes lets the report and the command socket work on sessions
+without touching transports.
+"""
+
+import itertools
+
+from grott.codec import RecordType
+
+__all__ = ["Session", "Registry"]
+
+_ids = itertools.count(1)
+
+#: upstream states
+CONNECTING = "connecting"
+CONNECTED = "connected"
+FAILED = "failed"
+CLOSED = "closed"
+NONE = "none"
+
+
+class Session:
+    """
+    One datalogger connection.
+
+    @ivar disconnect: a callable that closes this session's connections,
+        set by the proxy; the registry calls it when the same datalogger
+        connects again.
+    """
+
+    def __init__(self, peer, now, disconnect=None):
+        self.id = next(_ids)
+        self.peer = peer
+        self.connected_since = now
+        self.disconnect = disconnect
+        self.datalogger_serial = None
+        #: device address -> inverter serial, in the order first seen
+        self.inverters = {}
+        #: inverter serial -> device type code from its last announce
+        self.device_type_codes = {}
+        self.protocol = None
+        self.upstream_state = CONNECTING
+        self.mode = "relaying"
+        self.packets_in = 0
+        self.packets_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.parse_errors = 0
+        self.garbage_bytes = 0
+        self.records = 0
+        self.local_acks = 0
+        self.commands = 0
+        self.last_packet_at = None
+        self.closed_by = None
+
+    @property
+    def inverter_serial(self):
+        """The first inverter seen (most dataloggers have exactly one)."""
+        return next(iter(self.inverters.values()), None)
+
+    @property
+    def device_type_code(self):
+        serial = self.inverter_serial
+        return self.device_type_codes.get(serial) if serial else None
+
+    def inverter_address(self, serial=None):
+        """
+        The device address an inverter announced itself under (commands must
+        use it), defaulting to 1.
+        """
+        for address, known in self.inverters.items():
+            if serial is None or known == serial:
+                return address
+        return 1
+
+    def saw_datalogger_packet(self, packet, now):
+        """
+        Update what we know from a packet the datalogger sent.
+
+        @return: the datalogger serial if this packet made it known.
+        """
+        self.packets_in += 1
+        self.last_packet_at = now
+        self.protocol = packet.protocol
+        learned = None
+        if self.datalogger_serial is None:
+            serial = packet.datalogger_serial
+            if serial is not None:
+                self.datalogger_serial = learned = serial
+        if packet.record_type in _INVERTER_RECORDS:
+            inverter = packet.inverter_serial
+            if inverter is not None and self.inverters.get(packet.device_address) != inverter:
+                self.inverters[packet.device_address] = inverter
+        return learned
+
+    def saw_record(self, record):
+        """
+        Remember what a decoded record says about the inverter.
+        """
+        self.records += 1
+        if record.record_type == RecordType.ANNOUNCE and record.device_type_code is not None:
+            self.device_type_codes[record.inverter_serial] = record.device_type_code
+
+    def describe(self, now):
+        """
+        A JSON-able summary, as the stats report and the command socket show it.
+        """
+        return {
+            "datalogger": self.datalogger_serial,
+            "inverters": list(self.inverters.values()),
+            "protocol": self.protocol,
+            "device_type_code": self.device_type_code,
+            "peer": self.peer,
+            "age": round(now - self.connected_since, 1),
+            "upstream": self.upstream_state,
+            "mode": self.mode,
+            "packets_in": self.packets_in,
+            "packets_out": self.packets_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "records": self.records,
+            "parse_errors": self.parse_errors,
+            "garbage_bytes": self.garbage_bytes,
+            "local_acks": self.local_acks,
+            "last_packet_age": None if self.last_packet_at is None
+            else round(now - self.last_packet_at, 1),
+        }
+
+
+_INVERTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
+
+
+class Registry:
+    """
+    The live sessions, by connection and by datalogger serial.
+    """
+
+    def __init__(self):
+        self._sessions = {}
+        self._by_serial = {}
+        self.total_connections = 0
+        self.rejected = 0
+        self.replaced = 0
+
+    def __len__(self):
+        return len(self._sessions)
+
+    def __iter__(self):
+        return iter(list(self._sessions.values()))
+
+    def add(self, session):
+        self._sessions[session.id] = session
+        self.total_connections += 1
+
+    def remove(self, session):
+        self._sessions.pop(session.id, None)
+        serial = session.datalogger_serial
+        if serial is not None and self._by_serial.get(serial) is session:
+            del self._by_serial[serial]
+
+    def claim(self, session):
+        """
+        Record that C{session} belongs to its (now known) datalogger serial.
+
+        @return: the older session of the same datalogger, if one is still
+            open; the caller closes it.
+        """
+        serial = session.datalogger_serial
+        old = self._by_serial.get(serial)
+        self._by_serial[serial] = session
+        if old is not None and old is not session:
+            self.replaced += 1
+            return old
+        return None
+
+    def by_serial(self, serial):
+        return self._by_serial.get(serial)
+
+    def sorted(self):
+        """
+        Sessions in a stable order: known serials alphabetically, then the
+        not yet identified by connection order.
+        """
+        return sorted(self._sessions.values(),
+                      key=lambda s: (s.datalogger_serial is None, s.datalogger_serial or "", s.id))

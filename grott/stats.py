@@ -1,0 +1,79 @@
+"""
+The session report: SIGUSR1 logs it, the command socket's `stats` prints it.
+
+The signal handler does nothing but hand the work to the reactor thread
+(C{callFromThread}); it chains to the handler that was installed before it,
+because twistd uses SIGUSR1 to reopen its log file.
+"""
+
+import signal
+
+from twisted.application import service
+
+from grott.logs import Logger
+
+__all__ = ["report_lines", "StatsService"]
+
+
+def report_lines(registry, now, extra=()):
+    """
+    The report as lines of text: one per session, then totals, then any
+    extra sections (C{extra} is a list of callables returning lines).
+    """
+    sessions = registry.sorted()
+    lines = [f"{len(sessions)} datalogger(s) connected; {registry.total_connections} "
+             f"connection(s) since start, {registry.replaced} replaced, "
+             f"{registry.rejected} refused"]
+    totals = dict.fromkeys(("packets_in", "packets_out", "bytes_in", "bytes_out", "records",
+                            "parse_errors", "local_acks"), 0)
+    for session in sessions:
+        d = session.describe(now)
+        for key in totals:
+            totals[key] += d[key]
+        last = "-" if d["last_packet_age"] is None else f"{d['last_packet_age']:.0f}s ago"
+        lines.append(
+            f"  {d['datalogger'] or '?'} inverters={','.join(d['inverters']) or '?'} "
+            f"protocol={d['protocol'] or '?'} dtc={d['device_type_code'] or '?'} "
+            f"peer={d['peer']} age={d['age']:.0f}s upstream={d['upstream']} mode={d['mode']} "
+            f"in={d['packets_in']}p/{d['bytes_in']}B out={d['packets_out']}p/{d['bytes_out']}B "
+            f"records={d['records']} errors={d['parse_errors']} local_acks={d['local_acks']} "
+            f"last_packet={last}")
+    lines.append("  totals: " + " ".join(f"{k}={v}" for k, v in totals.items()))
+    for section in extra:
+        lines.extend(section())
+    return lines
+
+
+class StatsService(service.Service):
+    """
+    Logs the report on SIGUSR1 while running.
+    """
+
+    log = Logger()
+
+    def __init__(self, report, reactor, signum=getattr(signal, "SIGUSR1", None)):
+        self.report = report
+        self.reactor = reactor
+        self.signum = signum
+        self._previous = None
+
+    def startService(self):
+        service.Service.startService(self)
+        if self.signum is not None:
+            self._previous = signal.signal(self.signum, self._handler)
+
+    def stopService(self):
+        if self.signum is not None and self._previous is not None:
+            signal.signal(self.signum, self._previous)
+            self._previous = None
+        return service.Service.stopService(self)
+
+    def _handler(self, signum, frame):
+        self.reactor.callFromThread(self.logReport)
+        previous = self._previous
+        if callable(previous):
+            previous(signum, frame)
+
+    def logReport(self):
+        for line in self.report():
+            self.log.info("{line}", line=line)
