@@ -30,6 +30,7 @@ Every byte fed in comes out exactly once, in order, as part of a L{Packet} or
 a L{Garbage} item, or stays in the buffer (at most one maximum-size packet).
 """
 
+import re
 import struct
 
 from grott.codec.errors import FramingError
@@ -41,7 +42,8 @@ from grott.codec.crc import crc16
 __all__ = ["Framer", "Garbage"]
 
 _prefix = struct.Struct(">HHHBB")
-_MARKERS = tuple(bytes((0, p)) for p in sorted(PROTOCOLS))
+#: Bytes 2-3 of a plausible header: a zero byte, then a known protocol id.
+_MARKER = re.compile(b"\\x00[" + bytes(sorted(PROTOCOLS)) + b"]")
 
 
 class Garbage:
@@ -139,18 +141,23 @@ class Framer:
         """
         The first offset >= start that may begin a header, or where the
         remaining bytes are too few to tell (they stay buffered).
+
+        One left-to-right scan that stops at the first plausible header:
+        each byte of a garbage run is looked at a bounded number of times,
+        so hostile input costs linear time, not quadratic.
         """
-        best = end
-        for marker in _MARKERS:
-            at = buf.find(marker, start + 2)
-            while at != -1 and at - 2 < best:
-                candidate = at - 2
-                if end - candidate < 6 or self._header_problem(buf, candidate) is None:
-                    best = candidate
-                    break
-                at = buf.find(marker, at + 1)
         # The last 5 bytes may be the start of a header still arriving.
-        return min(best, max(start, end - 5))
+        tail = max(start, end - 5)
+        search = _MARKER.search
+        match = search(buf, start + 2)
+        while match is not None:
+            candidate = match.start() - 2
+            if candidate >= tail:
+                break
+            if self._header_problem(buf, candidate) is None:
+                return candidate
+            match = search(buf, match.start() + 1)
+        return tail
 
     def flush(self):
         """
