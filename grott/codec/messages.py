@@ -38,6 +38,11 @@ def _check_u16(name, value):
         raise PacketError(f"{name} {value!r} is not an unsigned 16-bit number")
 
 
+def _check_u8(name, value):
+    if not isinstance(value, int) or not 0 <= value <= 0xFF:
+        raise PacketError(f"{name} {value!r} is not a byte")
+
+
 def _need(body, size, what):
     if len(body) < size:
         raise PacketError(f"{what}: body after the serial field has {len(body)} bytes, needs {size}")
@@ -135,8 +140,7 @@ class InverterWriteReply:
     def to_body(self):
         _check_u16("register", self.register)
         _check_u16("value", self.value)
-        if not 0 <= self.status <= 0xFF:
-            raise PacketError(f"status {self.status} is not a byte")
+        _check_u8("status", self.status)
         return _u16.pack(self.register) + bytes((self.status,)) + _u16.pack(self.value)
 
     @classmethod
@@ -187,12 +191,15 @@ class InverterWriteMultiReply:
     direction = FROM_DATALOGGER
 
     def to_body(self):
+        _check_u8("status", self.status)
         return InverterReadRequest(self.first, self.last).to_body() + bytes((self.status,))
 
     @classmethod
     def from_body(cls, body):
         _exact(body, 5, "inverter multiple write reply")
         first, last = _u16u16.unpack_from(body)
+        if last < first:
+            raise PacketError(f"multiple write reply: last register {last} below first {first}")
         return cls(first, last, body[4])
 
 
@@ -215,7 +222,12 @@ class ConfigGetRequest:
 
 def _text_bytes(value):
     if isinstance(value, str):
-        value = value.encode("latin-1")
+        try:
+            return value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise PacketError(f"value {value!r} is not latin-1 text") from None
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise PacketError(f"value {value!r} is neither text nor bytes")
     return bytes(value)
 
 
@@ -234,6 +246,8 @@ class ConfigGetReply:
     def to_body(self):
         _check_u16("register", self.register)
         value = _text_bytes(self.value)
+        if len(value) > 0xFFFF:
+            raise PacketError(f"value of {len(value)} bytes does not fit its 16-bit length")
         return _u16u16.pack(self.register, len(value)) + value
 
     @classmethod
@@ -276,6 +290,7 @@ class ConfigSetReply:
 
     def to_body(self):
         _check_u16("register", self.register)
+        _check_u8("status", self.status)
         return _u16.pack(self.register) + bytes((self.status,))
 
     @classmethod
