@@ -13,7 +13,7 @@ against each other by the test suite.
 
 import sys
 
-__all__ = ["crc16", "crc16_python", "IMPLEMENTATION"]
+__all__ = ["IMPLEMENTATION", "crc16", "crc16_python"]
 
 
 def _byte_table():

@@ -33,11 +33,16 @@ a L{Garbage} item, or stays in the buffer (at most one maximum-size packet).
 import re
 import struct
 
+from grott.codec.crc import crc16
 from grott.codec.errors import FramingError
 from grott.codec.packet import (
-    MAX_LENGTH, MIN_LENGTH, PROTOCOLS, SCRAMBLED_PROTOCOLS, _make, packet_size,
+    MAX_LENGTH,
+    MIN_LENGTH,
+    PROTOCOLS,
+    SCRAMBLED_PROTOCOLS,
+    _make,
+    packet_size,
 )
-from grott.codec.crc import crc16
 
 __all__ = ["Framer", "Garbage"]
 
@@ -118,9 +123,9 @@ class Framer:
                 if end - pos < size:
                     break
                 raw = buf[pos:pos + size]
-                if not self._in_step and protocol in SCRAMBLED_PROTOCOLS:
-                    if crc16(raw[:-2]) != int.from_bytes(raw[-2:], "big"):
-                        problem = "candidate header after garbage failed its CRC"
+                if (not self._in_step and protocol in SCRAMBLED_PROTOCOLS
+                        and crc16(raw[:-2]) != int.from_bytes(raw[-2:], "big")):
+                    problem = "candidate header after garbage failed its CRC"
                 if problem is None:
                     sequence, protocol, length, address, record_type = _prefix.unpack_from(raw)
                     out.append(_make(raw, sequence, protocol, length, address, record_type))

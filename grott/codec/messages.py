@@ -19,11 +19,22 @@ from grott.codec.errors import PacketError
 from grott.codec.packet import RecordType, build_packet, serial_field, serial_field_size
 
 __all__ = [
-    "build", "build_ack", "build_ping", "parse_body",
-    "InverterReadRequest", "InverterReadReply", "InverterWriteRequest", "InverterWriteReply",
-    "InverterWriteMultiRequest", "InverterWriteMultiReply",
-    "ConfigGetRequest", "ConfigGetReply", "ConfigSetRequest", "ConfigSetReply",
-    "TO_DATALOGGER", "FROM_DATALOGGER",
+    "FROM_DATALOGGER",
+    "TO_DATALOGGER",
+    "ConfigGetReply",
+    "ConfigGetRequest",
+    "ConfigSetReply",
+    "ConfigSetRequest",
+    "InverterReadReply",
+    "InverterReadRequest",
+    "InverterWriteMultiReply",
+    "InverterWriteMultiRequest",
+    "InverterWriteReply",
+    "InverterWriteRequest",
+    "build",
+    "build_ack",
+    "build_ping",
+    "parse_body",
 ]
 
 TO_DATALOGGER = "server->datalogger"

@@ -20,9 +20,19 @@ from grott.codec.errors import FramingError, PacketError
 from grott.codec.scramble import scramble
 
 __all__ = [
-    "HEADER_SIZE", "MAX_LENGTH", "MIN_LENGTH", "PROTOCOLS", "SCRAMBLED_PROTOCOLS",
-    "RecordType", "Packet", "parse_packet", "build_packet", "serial_field",
-    "serial_field_size", "check_header", "packet_size",
+    "HEADER_SIZE",
+    "MAX_LENGTH",
+    "MIN_LENGTH",
+    "PROTOCOLS",
+    "SCRAMBLED_PROTOCOLS",
+    "Packet",
+    "RecordType",
+    "build_packet",
+    "check_header",
+    "packet_size",
+    "parse_packet",
+    "serial_field",
+    "serial_field_size",
 ]
 
 HEADER_SIZE = 8
@@ -131,8 +141,17 @@ class Packet:
     @ivar crc_ok: C{True}/C{False} for protocols 5 and 6, C{None} for 2.
     """
 
-    __slots__ = ("raw", "sequence", "protocol", "length", "device_address",
-                 "record_type", "payload", "crc", "crc_ok")
+    __slots__ = (
+        "crc",
+        "crc_ok",
+        "device_address",
+        "length",
+        "payload",
+        "protocol",
+        "raw",
+        "record_type",
+        "sequence",
+    )
 
     def __init__(self, raw, sequence, protocol, length, device_address,
                  record_type, payload, crc, crc_ok):
