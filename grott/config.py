@@ -123,16 +123,99 @@ class LogConfig:
     directory: str = _field("logs")
 
 
+def _enabled(value):
+    if isinstance(value, str):
+        if value != "all":
+            return "must be 'all' or a list of plugin names"
+        return None
+    return _names(value)
+
+
+def _names(value):
+    for name in value:
+        if not isinstance(name, str) or not name:
+            return f"expected plugin names (strings), got {name!r}"
+
+
+def _port(value):
+    if not 1 <= value <= 65535:
+        return "must be a port number (1-65535)"
+
+
+def _topic(value, allow_empty=False):
+    if not value:
+        return None if allow_empty else "must not be empty"
+    if "+" in value or "#" in value or "\0" in value:
+        return "must not contain the wildcards + or #"
+    if value.startswith("/") or value.endswith("/"):
+        return "must not start or end with /"
+
+
 @dataclasses.dataclass(frozen=True)
 class PluginsConfig:
     #: Python files here are scanned for IGrottPlugin providers.
     directory: str = _field("plugins")
     #: Plugin names to run ("all" runs every plugin found).
-    enabled: typing.Union[list, str] = _field("all")
+    enabled: typing.Union[list, str] = _field("all", _enabled)
     #: Plugin names never to run.
-    disabled: list = _field([])
+    disabled: list = _field([], _names)
     #: Per-plugin settings, by plugin name.
     settings: dict = _field({})
+    #: Records held per plugin while it is busy; beyond this they are dropped.
+    queue_size: int = _field(1000, _positive)
+    #: Seconds shutdown waits for plugin queues to drain (and again for stop hooks).
+    stop_timeout: float = _field(10.0, _non_negative)
+
+
+@dataclasses.dataclass(frozen=True)
+class JsonlConfig:
+    #: File each record is appended to as one JSON line.
+    path: str = _field("grott.jsonl", lambda v: None if v else "must not be empty")
+
+
+@dataclasses.dataclass(frozen=True)
+class MqttConfig:
+    #: Broker host name or address, and port (8883 is usual with TLS).
+    host: str = _field("localhost", lambda v: None if v else "must not be empty")
+    port: int = _field(1883, _port)
+    #: Records are published here (plus "/SERIAL" with serial_in_topic).
+    topic: str = _field("energy/growatt", _topic)
+    serial_in_topic: bool = _field(False)
+    retain: bool = _field(False)
+    qos: int = _field(1, _choices(0, 1, 2))
+    #: "" lets the client pick a random id.
+    client_id: str = _field("")
+    username: str = _field("")
+    password: str = _field("", secret=True)
+    keepalive: int = _field(60, _positive)
+    protocol: str = _field("3.1.1", _choices("3.1.1", "5"))
+    tls: bool = _field(False)
+    #: CA bundle to verify the broker with ("": the system's CAs).
+    ca_certs: str = _field("")
+    #: Client certificate and key, for brokers that want one.
+    certfile: str = _field("")
+    keyfile: str = _field("")
+    #: Skip the broker host name check (testing only).
+    tls_insecure: bool = _field(False)
+    #: Seconds between reconnection attempts: doubling from min up to max.
+    reconnect_min: float = _field(1.0, _positive)
+    reconnect_max: float = _field(120.0, _positive)
+    #: "online"/"offline" (retained, offline is the last will); "" means TOPIC/availability.
+    availability_topic: str = _field("", lambda v: _topic(v, allow_empty=True))
+    #: Home Assistant MQTT discovery.
+    discovery: bool = _field(False)
+    discovery_prefix: str = _field("homeassistant", _topic)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputsConfig:
+    """
+    The built-in outputs.  A section present (even empty) turns that output
+    on; an absent one leaves it as None, off.
+    """
+
+    jsonl: JsonlConfig = _field(None)
+    mqtt: MqttConfig = _field(None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,8 +228,8 @@ class Config:
     command: CommandConfig = dataclasses.field(default_factory=CommandConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     plugins: PluginsConfig = dataclasses.field(default_factory=PluginsConfig)
-    #: Built-in outputs by name (jsonl, mqtt); a section present turns it on.
-    outputs: dict = _field({})
+    #: Built-in outputs (jsonl, mqtt); a section present turns it on.
+    outputs: OutputsConfig = dataclasses.field(default_factory=OutputsConfig)
     #: Extra or overriding register definitions (see README "Registers").
     registers: list = _field([])
     #: Inverter family per datalogger or inverter serial, overriding detection.

@@ -1,0 +1,119 @@
+"""
+The contracts between grott and its plugins.
+
+A plugin is any object providing L{IGrottPlugin}.  grott finds plugins in
+installed packages (Twisted dropins under C{grott/plugins/}) and in Python
+files of the plugins directory, checks each with C{verifyObject}, and hands
+every decoded record to every enabled plugin through a queue of its own (see
+L{grott.pluginhost}).  The other interfaces here are optional: the host asks
+C{providedBy} and adapts its behaviour.
+"""
+
+from twisted.plugin import IPlugin
+from zope.interface import Attribute, Interface
+
+__all__ = ["IBlockingPlugin", "IConfigurablePlugin", "IGrottPlugin", "IGrottPluginService"]
+
+
+class IGrottPlugin(IPlugin):
+    """
+    Receives every decoded record.
+
+    Extends L{IPlugin} because Twisted's dropin cache only records IPlugin
+    providers: without it an installed plugin would never be found.
+    """
+
+    name = Attribute(
+        "The plugin's name in config.yaml (plugins.enabled, plugins.disabled, "
+        "plugins.settings) and in logs and stats: a non-empty str of letters, "
+        "digits, '_', '-' and '.', unique among the plugins grott finds.")
+
+    def data(packet, record, log):
+        """
+        Handle one decoded record.
+
+        Called once per record, in arrival order, never twice at the same
+        time for the same plugin, and never on the relay's call stack: a
+        slow plugin delays only its own queue.
+
+        Without L{IBlockingPlugin} this runs on the reactor thread, so it
+        must not block (no sleeping, no synchronous network or database
+        calls); it may return a L{twisted.internet.defer.Deferred} or be an
+        C{async def}, and the next record waits until that result fires.  A
+        result that never fires stalls this plugin: its queue fills and its
+        records are dropped (counted in stats).
+
+        An exception (or a failed Deferred) is logged with its traceback and
+        counted; the plugin keeps receiving records.
+
+        @param packet: the L{grott.codec.Packet} the record came from: the
+            wire bytes in C{packet.raw}, the unscrambled body in
+            C{packet.payload}.
+        @param record: the decoded record.  It is immutable and the same
+            object is handed to every plugin: never try to change it.
+        @param log: a L{twisted.logger.Logger} bound to this plugin
+            (namespace C{grott.plugin.NAME}); log through it so the plugin's
+            events carry its name and honour grott's log level.
+        @return: ignored, or a Deferred (or coroutine) that fires when the
+            record has been handled.
+        """
+
+
+class IBlockingPlugin(IGrottPlugin):
+    """
+    A plugin whose C{data} blocks: a synchronous database driver, an HTTP
+    request with a synchronous library, file I/O on a slow disk.
+
+    The host calls C{data} (and the L{IGrottPluginService} hooks, if
+    provided) in a grott-owned thread pool, started and stopped with the
+    service, one call at a time per plugin, so it never runs on the reactor
+    thread.  It must not touch Twisted APIs other than the C{log} it is
+    given.  Declare it with C{@implementer(IBlockingPlugin)}.
+    """
+
+
+class IGrottPluginService(Interface):
+    """
+    Start and stop hooks: open connections when grott starts, flush and
+    close them when it stops.
+    """
+
+    def startService():
+        """
+        Called once when grott starts (after daemonizing, so threads and
+        connections made here survive).  May return a Deferred; records
+        queue up until it fires.  If it fails the failure is logged and the
+        plugin receives no records.
+        """
+
+    def stopService():
+        """
+        Called once when grott stops, after this plugin's queue has drained
+        (or the drain deadline passed).  May return a Deferred; shutdown
+        waits for it up to C{plugins.stop_timeout} seconds.
+        """
+
+
+class IConfigurablePlugin(IPlugin):
+    """
+    A factory for a plugin that needs settings (the built-in outputs are
+    these).  Discovered like a plugin; the host calls L{makePlugin} with the
+    plugin's settings when the plugin is enabled.
+    """
+
+    name = Attribute("The name of the plugin it makes (see L{IGrottPlugin.name}).")
+
+    def makePlugin(settings, reactor):
+        """
+        Build the plugin.
+
+        @param settings: for a third-party plugin, C{plugins.settings.NAME}
+            from config.yaml as parsed YAML (a dict; C{{}} when absent); for a
+            built-in output, its typed section (C{outputs.jsonl},
+            C{outputs.mqtt}).
+        @param reactor: the reactor grott runs on; use it instead of
+            importing the global one.
+        @return: an L{IGrottPlugin} provider with the same C{name}.
+        @raise Exception: when the settings are unusable; the message is
+            logged and the plugin skipped.
+        """
