@@ -115,12 +115,23 @@ class CommandConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LogConfig:
+    #: Lowest level logged: debug, info, warn, error, critical.
     level: str = _field("info", _choices("debug", "info", "warn", "error", "critical"))
+    #: stdout (twistd's log) or file (also write log.file, rotated).
     to: str = _field("stdout", _choices("stdout", "file"))
+    #: The log file when to is file.
     file: str = _field("grott.log")
+    #: text, or json (one JSON event per line) for grott's own files.
     format: str = _field("text", _choices("text", "json"))
+    #: Every packet of each datalogger to DIRECTORY/grott_SERIAL.log.
     per_datalogger: bool = _field(False)
     directory: str = _field("logs")
+    #: How grott's files rotate: size (at max_bytes) or daily.
+    rotate: str = _field("size", _choices("size", "daily"))
+    #: Size at which a file rotates (rotate: size).
+    max_bytes: int = _field(10_000_000, _positive)
+    #: Old files kept per log: numbered (size) or days (daily).
+    keep: int = _field(5, _positive)
 
 
 def _enabled(value):

@@ -2,6 +2,7 @@
 The service tree: what runs, wired together.
 
     grott (GrottService)
+     +- logging    level, log file, per-datalogger files, secret masking
      +- proxy      datalogger listener (strports) -> per-datalogger upstream
      +- stats      the session report on SIGUSR1
 
@@ -15,7 +16,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import CannotListenError
 
 from grott import limits
-from grott.logs import Logger
+from grott.logs import Logger, LoggingService
 from grott.proxy import ProxyFactory
 from grott.session import Registry
 from grott.stats import StatsService, report_lines
@@ -104,6 +105,9 @@ def makeService(config, reactor):
     """
     top = GrottService()
     top.setName("grott")
+    logging = LoggingService.fromConfig(config, reactor)
+    logging.setName("logging")
+    logging.setServiceParent(top)
     registry = Registry()
     upstream = clientFromString(reactor, config.proxy.upstream)
     factory = ProxyFactory(
