@@ -420,7 +420,7 @@ class LoggingService(service.Service):
                 opener=self._open, on_error=self._file_failed)
             redacted.addObserver(self._per_datalogger)
         service.Service.startService(self)
-        log.info("logging at level {level}{to}{per}", level=c.level,
+        log.info("logging at level {log_level}{to}{per}", log_level=c.level,
                  to=f" to {os.path.abspath(c.file)}" if c.to == "file" else "",
                  per=(f", one file per datalogger in {os.path.abspath(c.directory)}"
                       if c.per_datalogger else ""))

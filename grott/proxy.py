@@ -67,6 +67,8 @@ class UpstreamFactory(ClientFactory):
     Builds the one upstream protocol of one datalogger connection.
     """
 
+    noisy = False
+
     def __init__(self, datalogger):
         self.datalogger = datalogger
 
@@ -328,6 +330,7 @@ class ProxyFactory(ServerFactory):
 
     protocol = DataloggerProtocol
     log = Logger()
+    noisy = False
 
     def __init__(self, upstream, registry, clock, *, upstream_label=None, connect_timeout=10.0,
                  idle_timeout=600.0, max_dataloggers=None, pending_limit=65536, decode=None,
