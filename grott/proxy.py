@@ -91,6 +91,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         factory = self.factory
         self.callLater = factory.clock.callLater
         self.session = Session(_peer(self.transport), factory.clock.seconds(), self.disconnect)
+        self.session.send = self.sendToDatalogger
         factory.registry.add(self.session)
         self.closed = defer.Deferred()
         self._up = Framer()
@@ -237,6 +238,17 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
             if logs.trace_packets:
                 self.trace(TO_DATALOGGER, item, None)
             self.transport.write(item.raw)
+
+    def sendToDatalogger(self, data):
+        """
+        Send bytes grott built itself (a command, a local acknowledgement)
+        to the datalogger.  Callers send whole packets only, so they never
+        land inside a relayed packet: relaying is packet by packet too.
+        """
+        if self._closing:
+            return False
+        self.transport.write(data)
+        return True
 
     def upstreamLost(self, reason):
         self.upstream = None

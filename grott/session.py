@@ -32,11 +32,13 @@ class Session:
         connects again.
     """
 
-    def __init__(self, peer, now, disconnect=None):
+    def __init__(self, peer, now, disconnect=None, send=None):
         self.id = next(_ids)
         self.peer = peer
         self.connected_since = now
         self.disconnect = disconnect
+        #: send(bytes) -> bool: write a whole packet to the datalogger
+        self.send = send
         self.datalogger_serial = None
         #: device address -> inverter serial, in the order first seen
         self.inverters = {}
