@@ -19,6 +19,7 @@ from twisted.python import usage
 #: name -> (module, one-line help)
 SUBCOMMANDS = {
     "decode": ("grott.scripts.decode", "Decode Growatt packets given as hex (arguments or stdin)."),
+    "check": ("grott.scripts.check", "Validate a configuration file (exit 0 if it is usable)."),
 }
 
 
