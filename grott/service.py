@@ -16,8 +16,10 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import CannotListenError
 
 from grott import limits
+from grott.config import ConfigError
 from grott.logs import Logger, LoggingService
 from grott.proxy import ProxyFactory
+from grott.registers import Decoder
 from grott.session import Registry
 from grott.stats import StatsService, report_lines
 
@@ -99,6 +101,26 @@ class ProxyService(service.MultiService):
                           s=SHUTDOWN_DEADLINE)
 
 
+def makeDecoder(config):
+    """
+    The register decoder for C{config}; a bad C{registers:}, C{families:} or
+    C{dtc_filter:} entry is a L{ConfigError} naming the file.
+    """
+    try:
+        return Decoder(registers=config.registers, dtc_filter=config.dtc_filter,
+                       families=config.families)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{config.source}: {e}") from None
+
+
+def validate(config):
+    """
+    Check what the config loader cannot check alone (register definitions,
+    plugin names) by building those parts; raise L{ConfigError}.
+    """
+    makeDecoder(config)
+
+
 def makeService(config, reactor):
     """
     Build the grott service tree for C{config} on C{reactor}.
@@ -109,6 +131,7 @@ def makeService(config, reactor):
     logging.setName("logging")
     logging.setServiceParent(top)
     registry = Registry()
+    decoder = makeDecoder(config)
     upstream = clientFromString(reactor, config.proxy.upstream)
     factory = ProxyFactory(
         upstream, registry, reactor,
@@ -116,6 +139,7 @@ def makeService(config, reactor):
         connect_timeout=config.proxy.connect_timeout,
         idle_timeout=config.proxy.idle_timeout,
         pending_limit=config.proxy.pending_limit,
+        decode=decoder.decode,
     )
     proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
     proxy.setName("proxy")

@@ -1,8 +1,8 @@
 """
 The twistd edge: options, config loading, and the service.
 
-Config errors become L{usage.UsageError} in C{postOptions}, so twistd
-prints one line and exits non-zero before it daemonizes or binds anything.
+Config errors end start-up in C{postOptions} with one line and exit status
+1, before twistd daemonizes or binds anything.
 """
 
 from twisted.python import usage
@@ -18,10 +18,15 @@ class Options(usage.Options):
     ]
 
     def postOptions(self):
+        from grott.service import validate
         try:
             self["loaded"] = load_config(self["config"])
+            validate(self["loaded"])
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            # Not UsageError: twistd would print the whole option summary
+            # before the one line that matters.  This exits with status 1,
+            # before twistd daemonizes or binds anything.
+            raise SystemExit(f"grott: {e}") from None
 
 
 def makeService(options):
