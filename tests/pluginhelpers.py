@@ -1,0 +1,145 @@
+"""
+Shared pieces for the plugin tests: real decoded records from the public
+vectors, a config builder, and small plugins with known behaviour.
+"""
+
+import dataclasses
+import threading
+import types
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from grott.codec import parse_packet
+from grott.config import config_from_dict
+from grott.interfaces import IBlockingPlugin, IGrottPlugin, IGrottPluginService
+from grott.registers import Decoder
+from tests.vectors import raw
+
+#: Data records of several families (classic, MIN/TL-X, protocol 2, 5, 6).
+DATA_VECTORS = (
+    "grott-p6-0104-classic",
+    "grott-p5-5104-min-data",
+    "grott-p2-0104-classic-ghust",
+    "grott-p6-0104-min-xdavidx93-a",
+)
+
+
+def packet_and_record(vector_id="grott-p6-0104-classic"):
+    packet = parse_packet(raw(vector_id))
+    return packet, Decoder().decode(packet)
+
+
+def numbered(count, vector_id="grott-p6-0104-classic"):
+    """
+    C{count} (packet, record) pairs told apart by a C{seq} value.
+    """
+    packet, record = packet_and_record(vector_id)
+    pairs = []
+    for seq in range(count):
+        values = dict(record.values, seq=seq)
+        pairs.append((packet, dataclasses.replace(
+            record, values=types.MappingProxyType(values),
+            units=types.MappingProxyType(dict(record.units, seq=""))))
+        )
+    return pairs
+
+
+def make_config(directory, **plugins):
+    """
+    A Config whose plugins directory is C{directory}; C{plugins} and an
+    optional C{outputs} go into their sections.
+    """
+    outputs = plugins.pop("outputs", {})
+    return config_from_dict({"plugins": dict({"directory": directory}, **plugins),
+                             "outputs": outputs}, "test.yaml")
+
+
+@implementer(IGrottPlugin)
+class Recorder:
+    """
+    Synchronous: remembers what it got, and on which thread.
+    """
+
+    def __init__(self, name="fast"):
+        self.name = name
+        self.got = []
+        self.threads = set()
+
+    def data(self, packet, record, log):
+        self.got.append(record)
+        self.threads.add(threading.get_ident())
+
+
+@implementer(IGrottPlugin)
+class Raiser(Recorder):
+    """
+    Raises on every record (after noting it).
+    """
+
+    def data(self, packet, record, log):
+        Recorder.data(self, packet, record, log)
+        raise ZeroDivisionError("plugin bug")
+
+
+@implementer(IGrottPlugin)
+class Slow(Recorder):
+    """
+    Asynchronous: each record's Deferred fires when the test says so.
+    """
+
+    def __init__(self, name="slow"):
+        Recorder.__init__(self, name)
+        self.pending = []
+        self.cancelled = 0
+
+    def data(self, packet, record, log):
+        Recorder.data(self, packet, record, log)
+        d = defer.Deferred(lambda d: self._cancel())
+        self.pending.append(d)
+        return d
+
+    def _cancel(self):
+        self.cancelled += 1
+
+    def release(self):
+        pending, self.pending = self.pending, []
+        for d in pending:
+            d.callback(None)
+
+
+@implementer(IGrottPlugin)
+class Coroutine(Recorder):
+    """
+    An C{async def data}, awaiting a Deferred the test fires.
+    """
+
+    def __init__(self, name="coro"):
+        Recorder.__init__(self, name)
+        self.gate = defer.Deferred()
+
+    async def data(self, packet, record, log):
+        await self.gate
+        Recorder.data(self, packet, record, log)
+
+
+@implementer(IBlockingPlugin, IGrottPluginService)
+class Blocking(Recorder):
+    """
+    Blocking: each call waits on an Event, like a stuck database call.
+    """
+
+    def __init__(self, name="blocking"):
+        Recorder.__init__(self, name)
+        self.gate = threading.Event()
+        self.hook_threads = []
+
+    def data(self, packet, record, log):
+        self.gate.wait(30)
+        Recorder.data(self, packet, record, log)
+
+    def startService(self):
+        self.hook_threads.append(threading.get_ident())
+
+    def stopService(self):
+        self.hook_threads.append(threading.get_ident())

@@ -1,0 +1,288 @@
+"""
+The plugin host: queues, isolation, counters, start and stop.
+
+Plugins that do not block are driven with a MemoryReactorClock (time moves
+by clock.advance); the blocking ones need a real thread pool and therefore
+the real reactor.
+"""
+
+import threading
+
+from twisted.internet import defer, reactor
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel
+from twisted.trial import unittest
+
+from grott import logs
+from grott.pluginhost import PluginHost
+from tests.pluginhelpers import (
+    Blocking,
+    Coroutine,
+    Raiser,
+    Recorder,
+    Slow,
+    make_config,
+    numbered,
+    packet_and_record,
+)
+
+
+def _events(test):
+    return EventLoggingObserver.createWithCleanup(test, logs.publisher)
+
+
+def _host(test, plugins, clock=None, **settings):
+    settings.setdefault("stop_timeout", 5)
+    config = make_config(test.mktemp(), **settings)
+    return PluginHost(config, clock if clock is not None else MemoryReactorClock(),
+                      plugins=plugins)
+
+
+def _by_name(host):
+    return {entry["name"]: entry for entry in host.stats()}
+
+
+class IsolationTests(unittest.SynchronousTestCase):
+
+    def test_deliver_returns_before_any_plugin_runs(self):
+        """
+        deliver only queues: the plugin runs on a later reactor turn, so the
+        relay's call stack never contains plugin code.
+        """
+        clock = MemoryReactorClock()
+        fast = Recorder()
+        host = _host(self, [fast], clock)
+        host.startService()
+        packet, record = packet_and_record()
+        host.deliver(packet, record)
+        self.assertEqual(fast.got, [])
+        clock.advance(0)
+        self.assertEqual(fast.got, [record])
+
+    def test_raising_plugin_is_logged_and_keeps_receiving(self):
+        clock = MemoryReactorClock()
+        events = _events(self)
+        bad, fast = Raiser("bad"), Recorder("fast")
+        host = _host(self, [bad, fast], clock)
+        host.startService()
+        pairs = numbered(3)
+        for packet, record in pairs:
+            host.deliver(packet, record)
+        for _ in range(5):
+            clock.advance(0)
+        self.assertEqual(len(bad.got), 3)
+        self.assertEqual([r.values["seq"] for r in fast.got], [0, 1, 2])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 3)
+        stats = _by_name(host)
+        self.assertEqual((stats["bad"]["delivered"], stats["bad"]["failed"]), (0, 3))
+        self.assertEqual((stats["fast"]["delivered"], stats["fast"]["failed"]), (3, 0))
+        failures = [e for e in events if "log_failure" in e]
+        self.assertEqual(len(failures), 3)
+        self.assertEqual(failures[0]["plugin"], "bad")
+        self.assertEqual(failures[0]["serial"], pairs[0][1].datalogger_serial)
+        self.assertEqual(failures[0]["log_level"], LogLevel.error)
+
+    def test_slow_plugin_fills_its_own_queue_only(self):
+        """
+        A plugin whose Deferreds do not fire holds one record in flight and
+        queue_size in its queue; the rest are dropped and counted, with one
+        warning for the burst.  The fast plugin gets every record.
+        """
+        clock = MemoryReactorClock()
+        events = _events(self)
+        slow, fast = Slow(), Recorder()
+        host = _host(self, [slow, fast], clock, queue_size=3)
+        host.startService()
+        pairs = numbered(10)
+        for packet, record in pairs:
+            host.deliver(packet, record)
+            clock.advance(0)
+        self.assertEqual(len(fast.got), 10)
+        stats = _by_name(host)["slow"]
+        self.assertEqual(stats["dropped"], 6)   # 1 in flight + 3 queued = 4 kept
+        self.assertEqual(stats["queued"], 3)
+        self.assertEqual(stats["delivered"], 0)
+        self.assertIsNotNone(stats["busy_seconds"])
+        warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["plugin"], "slow")
+
+        # It catches up: the queued records go through in order.
+        while slow.pending:
+            slow.release()
+            clock.advance(0)
+        self.assertEqual([r.values["seq"] for r in slow.got], [0, 1, 2, 3])
+        # The next record is accepted, and that is said once.
+        host.deliver(*pairs[0])
+        clock.advance(0)
+        slow.release()
+        self.assertEqual(_by_name(host)["slow"]["delivered"], 5)
+        again = [e for e in events if "taking records again" in e["log_format"]]
+        self.assertEqual([e["count"] for e in again], [6])
+
+    def test_deferred_and_coroutine_plugins_alongside_a_fast_one(self):
+        clock = MemoryReactorClock()
+        slow, coro, fast = Slow(), Coroutine(), Recorder()
+        host = _host(self, [slow, coro, fast], clock)
+        host.startService()
+        for packet, record in numbered(3):
+            host.deliver(packet, record)
+        clock.advance(0)
+        self.assertEqual(len(fast.got), 3)
+        self.assertEqual((len(slow.got), len(coro.got)), (1, 0))
+        coro.gate.callback(None)
+        for _ in range(3):
+            slow.release()
+            clock.advance(0)
+        self.assertEqual([r.values["seq"] for r in slow.got], [0, 1, 2])
+        self.assertEqual([r.values["seq"] for r in coro.got], [0, 1, 2])
+        self.assertEqual({e["name"]: e["delivered"] for e in host.stats()},
+                         {"slow": 3, "coro": 3, "fast": 3})
+
+    def test_stats_shape(self):
+        host = _host(self, [Recorder()])
+        self.assertEqual(host.stats(), [{
+            "name": "fast", "state": "new", "thread": False, "delivered": 0, "failed": 0,
+            "dropped": 0, "queued": 0, "busy_seconds": None}])
+
+    def test_records_before_start_wait_for_it(self):
+        clock = MemoryReactorClock()
+        fast = Recorder()
+        host = _host(self, [fast], clock)
+        host.deliver(*packet_and_record())
+        clock.advance(0)
+        self.assertEqual(fast.got, [])
+        host.startService()
+        clock.advance(0)
+        self.assertEqual(len(fast.got), 1)
+
+    def test_start_hook_failure_stops_only_that_plugin(self):
+        clock = MemoryReactorClock()
+
+        class Broken(Recorder):
+            def startService(self):
+                raise OSError("cannot open")
+
+            def stopService(self):
+                pass
+
+        from zope.interface import directlyProvides
+
+        from grott.interfaces import IGrottPlugin, IGrottPluginService
+        broken = Broken("broken")
+        directlyProvides(broken, IGrottPlugin, IGrottPluginService)
+        fast = Recorder()
+        host = _host(self, [broken, fast], clock)
+        host.startService()
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        host.deliver(*packet_and_record())
+        clock.advance(0)
+        self.assertEqual((len(broken.got), len(fast.got)), (0, 1))
+        self.assertEqual(_by_name(host)["broken"]["state"], "broken")
+        self.assertEqual(_by_name(host)["broken"]["dropped"], 1)
+
+    def test_deliver_never_raises(self):
+        host = _host(self, [Recorder()])
+        host.runners[0].offer = None  # a bug in the host itself
+        host.deliver(*packet_and_record())
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+
+class StopTests(unittest.SynchronousTestCase):
+
+    def test_stop_drains_queues(self):
+        clock = MemoryReactorClock()
+        slow = Slow()
+        host = _host(self, [slow], clock)
+        host.startService()
+        for packet, record in numbered(3):
+            host.deliver(packet, record)
+        clock.advance(0)
+        stopped = host.stopService()
+        self.assertNoResult(stopped)
+        # Records arriving during shutdown are counted, not queued.
+        host.deliver(*packet_and_record())
+        for _ in range(3):
+            slow.release()
+            clock.advance(0)
+        self.successResultOf(stopped)
+        stats = _by_name(host)["slow"]
+        self.assertEqual((stats["delivered"], stats["dropped"], stats["state"]),
+                         (3, 1, "stopped"))
+
+    def test_stop_deadline_drops_and_cancels(self):
+        clock = MemoryReactorClock()
+        events = _events(self)
+        slow = Slow()
+        host = _host(self, [slow], clock, stop_timeout=2)
+        host.startService()
+        for packet, record in numbered(4):
+            host.deliver(packet, record)
+        clock.advance(0)
+        stopped = host.stopService()
+        clock.advance(1.9)
+        self.assertNoResult(stopped)
+        clock.advance(0.2)
+        self.successResultOf(stopped)
+        self.assertEqual(slow.cancelled, 1)
+        stats = _by_name(host)["slow"]
+        self.assertEqual((stats["failed"], stats["dropped"], stats["queued"]), (1, 3, 0))
+        dropped = [e for e in events if "did not finish" in e["log_format"]]
+        self.assertEqual(dropped[0]["count"], 3)
+
+
+class ThreadTests(unittest.TestCase):
+    """
+    Blocking plugins, with a real thread pool on the real reactor.
+    """
+
+    timeout = 20
+
+    async def _wait_until(self, predicate):
+        while not predicate():
+            await _later(0.01)
+
+    def test_blocking_plugin_runs_in_the_pool(self):
+        blocking, fast = Blocking(), Recorder()
+        host = _host(self, [blocking, fast], reactor)
+        blocking.gate.set()
+        host.startService()
+        for packet, record in numbered(3):
+            host.deliver(packet, record)
+
+        async def check():
+            await self._wait_until(lambda: len(blocking.got) == 3 and len(fast.got) == 3)
+            await host.stopService()
+            main = threading.get_ident()
+            self.assertNotIn(main, blocking.threads)
+            self.assertEqual(fast.threads, {main})
+            self.assertEqual(len(blocking.hook_threads), 2)
+            self.assertNotIn(main, blocking.hook_threads)
+            self.assertEqual([r.values["seq"] for r in blocking.got], [0, 1, 2])
+            self.assertFalse(host.pool.started)
+        return defer.Deferred.fromCoroutine(check())
+
+    def test_hung_blocking_plugin_delays_nothing_and_shutdown_goes_on(self):
+        blocking, fast = Blocking(), Recorder()
+        host = _host(self, [blocking, fast], reactor, stop_timeout=0.2)
+        self.addCleanup(blocking.gate.set)
+        host.startService()
+        pairs = numbered(5)
+
+        async def check():
+            for packet, record in pairs:
+                host.deliver(packet, record)
+                await _later(0)
+            await self._wait_until(lambda: len(fast.got) == 5)
+            self.assertEqual(blocking.got, [])
+            started = reactor.seconds()
+            await host.stopService()
+            self.assertLess(reactor.seconds() - started, 3)
+            stats = _by_name(host)["blocking"]
+            self.assertEqual((stats["delivered"], stats["dropped"]), (0, 4))
+        return defer.Deferred.fromCoroutine(check())
+
+
+def _later(seconds):
+    from twisted.internet.task import deferLater
+    return deferLater(reactor, seconds, lambda: None)
