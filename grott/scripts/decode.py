@@ -56,7 +56,8 @@ def packets_from_hex(text):
     offset = 0
     for item in items:
         if isinstance(item, Garbage):
-            raise ValueError(f"{len(item.data)} bytes at offset {offset} are not a packet: {item.reason}")
+            raise ValueError(  # noqa: TRY004 - callers report ValueError as bad input
+                f"{len(item.data)} bytes at offset {offset} are not a packet: {item.reason}")
         offset += len(item.raw)
     return items
 
