@@ -78,6 +78,21 @@ def _max_dataloggers(value):
         return "must be 'auto' or a whole number of at least 1"
 
 
+def _set_time(value):
+    if value != "auto" and not isinstance(value, bool):
+        return "must be auto, true or false"
+
+
+def _timezone(value):
+    if value == "local":
+        return None
+    try:
+        import zoneinfo
+        zoneinfo.ZoneInfo(value)
+    except Exception:
+        return f"unknown time zone {value!r} (use local or an IANA name like Europe/Amsterdam)"
+
+
 def _field(default, check=None, secret=False, **kw):
     metadata = {"check": check} if check else {}
     if isinstance(default, (dict, list)):
@@ -102,6 +117,20 @@ class ProxyConfig:
     max_dataloggers: typing.Union[int, str] = _field("auto", _max_dataloggers)
     #: Bytes from the datalogger held while the upstream connection is not up.
     pending_limit: int = _field(65536, _positive)
+    #: When the upstream is unreachable or drops: "local" (grott answers the
+    #: datalogger itself and keeps retrying) or "close" (drop the datalogger).
+    upstream_fallback: str = _field("local", _choices("local", "close"))
+    #: Longest wait between upstream retries, seconds (backoff doubles from 1 s).
+    retry_max: float = _field(30.0, _positive)
+    #: Commands from the cloud: "allow", "read-only" (drop writes) or "block".
+    cloud_commands: str = _field("allow", _choices("allow", "read-only", "block"))
+    #: Drop cloud writes to datalogger registers 17/18/19 (server address/port).
+    protect_server_address: bool = _field(True)
+    #: Set the datalogger clock after its announce: auto (only when
+    #: upstream is none), true or false.
+    set_time: typing.Union[bool, str] = _field("auto", _set_time)
+    #: Time zone for set_time: "local" or an IANA name such as Europe/Amsterdam.
+    timezone: str = _field("local", _timezone)
 
 
 @dataclasses.dataclass(frozen=True)

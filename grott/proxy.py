@@ -25,10 +25,15 @@ from twisted.internet import defer
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from twisted.protocols.policies import TimeoutMixin
 
+import datetime
+
 from grott import logs
-from grott.codec import ACKNOWLEDGED, CodecError, Framer, Garbage, RecordType
+from grott.codec import (
+    COMMANDS, CodecError, ConfigSetRequest, Framer, Garbage, RecordType, build, build_ack,
+)
 from grott.logs import Logger
-from grott.session import CLOSED, CONNECTED, FAILED, Session
+from grott.policy import CloudCommandPolicy, describe
+from grott.session import CLOSED, CONNECTED, CONNECTING, FAILED, NONE, Session
 
 __all__ = ["ProxyFactory", "DataloggerProtocol", "UpstreamProtocol"]
 
@@ -36,6 +41,19 @@ FROM_DATALOGGER = "datalogger->server"
 TO_DATALOGGER = "server->datalogger"
 
 _REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
+
+#: Session modes: relaying to the cloud, answering locally because the cloud
+#: is away, or answering locally because there is no cloud (upstream: none).
+RELAYING = "relaying"
+LOCAL = "answering locally"
+CLOUD_FREE = "cloud-free"
+
+#: Answered packets we remember per session until the cloud answers them, so
+#: that a cloud that drops mid-session leaves no packet unanswered.
+_UNANSWERED_LIMIT = 64
+
+#: Datalogger configuration register holding its clock.
+CLOCK_REGISTER = 31
 
 
 def _peer(transport):
@@ -98,9 +116,16 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         self._down = Framer()
         self._pending = []
         self._pending_size = 0
+        self._unanswered = {}
+        self._retries = 0
+        self._retry = None
         self.setTimeout(factory.idle_timeout)
         self.log.info("datalogger connected from {peer}", peer=self.session.peer)
-        self._connecting = factory.connect_upstream(self)
+        if factory.upstream is None:
+            self.session.mode = CLOUD_FREE
+            self.session.upstream_state = NONE
+        else:
+            self._connecting = factory.connect_upstream(self)
 
     # -- datalogger -> server ---------------------------------------------
 
@@ -125,7 +150,14 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
             self.trace(FROM_DATALOGGER, packet, record)
         if factory.commands is not None and factory.commands.consume(session, packet):
             return
-        self.sendUpstream(packet.raw)
+        if self.upstream is not None:
+            if packet.record_type not in COMMANDS and factory.fallback_local:
+                self._remember(packet)
+            self.upstream.transport.write(packet.raw)
+        elif session.mode == RELAYING:
+            self._hold(packet.raw, packet)
+        else:
+            self.answerLocally(packet)
 
     def decode(self, packet):
         """
@@ -173,12 +205,56 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         upstream = self.upstream
         if upstream is not None:
             upstream.transport.write(data)
-            return
-        self._pending.append(data)
+        elif self.session.mode == RELAYING:
+            self._hold(data, None)
+
+    def _hold(self, data, packet):
+        """
+        Keep bytes (and the packet they are) until the upstream is up.
+        """
+        self._pending.append((data, packet))
         self._pending_size += len(data)
         if self._pending_size > self.factory.pending_limit:
             # Stop reading until the upstream is up; the kernel holds the rest.
             self.transport.pauseProducing()
+
+    def _remember(self, packet):
+        unanswered = self._unanswered
+        unanswered[(packet.record_type, packet.sequence)] = packet
+        if len(unanswered) > _UNANSWERED_LIMIT:
+            del unanswered[next(iter(unanswered))]
+
+    def answerLocally(self, packet):
+        """
+        Answer C{packet} as the Growatt server would: echo a ping, ack
+        everything else except replies to commands (never acked).  In
+        cloud-free mode (or when configured) set the datalogger's clock
+        after its announce.
+        """
+        kind = packet.record_type
+        if kind in COMMANDS:
+            return
+        session = self.session
+        session.send(packet.raw if kind == RecordType.PING else build_ack(packet))
+        session.local_acks += 1
+        if kind == RecordType.ANNOUNCE and self.factory.wants_clock_set(session.mode):
+            self.setClock(packet)
+
+    def setClock(self, packet):
+        factory = self.factory
+        now = datetime.datetime.fromtimestamp(factory.clock.seconds(), factory.timezone)
+        text = now.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            data = build(ConfigSetRequest(CLOCK_REGISTER, text.encode("ascii")),
+                         self.session.datalogger_serial or packet.payload[:10],
+                         protocol=packet.protocol, sequence=1)
+        except CodecError as e:
+            self.log.warn("cannot set the clock of {serial}: {error}",
+                          serial=self.session.datalogger_serial, error=str(e))
+            return
+        self.session.send(data)
+        self.log.info("datalogger {serial}: clock set to {time}",
+                      serial=self.session.datalogger_serial, time=text)
 
     def identified(self):
         """
@@ -204,40 +280,122 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         if self._closing:
             upstream.transport.loseConnection()
             return
+        session = self.session
         self.upstream = upstream
-        self.session.upstream_state = CONNECTED
+        self._down = Framer()
+        session.upstream_state = CONNECTED
+        if session.mode == LOCAL:
+            # Back to relaying, at a packet boundary: everything the
+            # datalogger sent so far was answered locally.
+            self.log.info("datalogger {serial}: upstream {upstream} is back after "
+                          "{tries} retries; relaying again",
+                          serial=session.datalogger_serial, tries=self._retries,
+                          upstream=self.factory.upstream_label)
+            session.mode = RELAYING
+        self._retries = 0
         pending, self._pending, self._pending_size = self._pending, [], 0
+        for data, packet in pending:
+            if packet is not None and self.factory.fallback_local \
+                    and packet.record_type not in COMMANDS:
+                self._remember(packet)
         if pending:
-            upstream.transport.writeSequence(pending)
+            upstream.transport.writeSequence([data for data, packet in pending])
         upstream.transport.registerProducer(self.transport, True)
         self.transport.registerProducer(upstream.transport, True)
         self.transport.resumeProducing()
         self.log.debug("datalogger from {peer}: upstream {upstream} connected",
-                       peer=self.session.peer, upstream=self.factory.upstream_label)
+                       peer=session.peer, upstream=self.factory.upstream_label)
 
     def upstreamFailed(self, reason):
         self._connecting = None
         if self._closing:
             return
-        self.session.upstream_state = FAILED
-        self.log.error("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
-                       "{why}; closing the datalogger connection",
-                       serial=self.session.datalogger_serial, peer=self.session.peer,
-                       upstream=self.factory.upstream_label, why=_why(reason))
-        self.disconnect(f"upstream {self.factory.upstream_label} unreachable")
+        session = self.session
+        session.upstream_state = FAILED
+        factory = self.factory
+        if not factory.fallback_local:
+            self.log.error("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
+                           "{why}; closing the datalogger connection",
+                           serial=session.datalogger_serial, peer=session.peer,
+                           upstream=factory.upstream_label, why=_why(reason))
+            self.disconnect(f"upstream {factory.upstream_label} unreachable")
+            return
+        if session.mode == RELAYING:
+            self.log.warn("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
+                          "{why}; answering the datalogger locally and retrying",
+                          serial=session.datalogger_serial, peer=session.peer,
+                          upstream=factory.upstream_label, why=_why(reason))
+            self.goLocal()
+        else:
+            self.log.debug("datalogger {serial}: upstream retry {tries} failed: {why}",
+                           serial=session.datalogger_serial, tries=self._retries,
+                           why=_why(reason))
+        self._scheduleRetry()
+
+    def goLocal(self):
+        """
+        Answer the datalogger ourselves from now on, starting with whatever
+        it sent that nobody answered.
+        """
+        session = self.session
+        session.mode = LOCAL
+        pending, self._pending, self._pending_size = self._pending, [], 0
+        unanswered, self._unanswered = self._unanswered, {}
+        for packet in unanswered.values():
+            self.answerLocally(packet)
+        for data, packet in pending:
+            if packet is not None:
+                self.answerLocally(packet)
+        self.transport.resumeProducing()
+
+    def _scheduleRetry(self):
+        factory = self.factory
+        delay = min(factory.retry_initial * 2 ** self._retries, factory.retry_max)
+        self._retries += 1
+        self.session.upstream_state = CONNECTING
+        self._retry = factory.clock.callLater(delay, self._reconnect)
+
+    def _reconnect(self):
+        self._retry = None
+        if not self._closing:
+            self._connecting = self.factory.connect_upstream(self)
 
     def fromUpstream(self, data):
         session = self.session
+        unanswered = self._unanswered
         for item in self._down.feed(data):
             if item.__class__ is Garbage:
                 session.bytes_out += len(item.data)
                 self.transport.write(item.data)
                 continue
-            session.packets_out += 1
-            session.bytes_out += len(item.raw)
+            if unanswered:
+                unanswered.pop((item.record_type, item.sequence), None)
             if logs.trace_packets:
                 self.trace(TO_DATALOGGER, item, None)
+            if item.record_type in COMMANDS and self.cloudCommandDropped(item):
+                continue
+            session.packets_out += 1
+            session.bytes_out += len(item.raw)
             self.transport.write(item.raw)
+
+    def cloudCommandDropped(self, packet):
+        """
+        Apply the cloud command policy; True when C{packet} is dropped.
+        """
+        policy = self.factory.policy
+        redirect = policy.redirects(packet)
+        reason = policy.judge(packet)
+        if reason is None:
+            if redirect:
+                self.log.warn("datalogger {serial}: the cloud changes the server address: "
+                              "{command} (let through: proxy.protect_server_address is off)",
+                              serial=self.session.datalogger_serial, command=describe(packet))
+            return False
+        self.session.commands_dropped += 1
+        log = self.log.warn if redirect else self.log.info
+        log("datalogger {serial}: dropped a cloud command, {command}, because {reason}",
+            serial=self.session.datalogger_serial, command=describe(packet), reason=reason)
+        return True
 
     def sendToDatalogger(self, data):
         """
@@ -254,10 +412,27 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         self.upstream = None
         self.session.upstream_state = CLOSED
         rest = self._down.flush()
-        if rest:
-            self.transport.write(rest)
-        if not self._closing:
+        if self._closing:
+            if rest:
+                self.transport.write(rest)
+            return
+        if not self.factory.fallback_local:
+            if rest:
+                self.transport.write(rest)
             self._close(f"upstream closed ({_why(reason)})")
+            return
+        if rest:
+            # Half a packet from the cloud would garble what we answer next.
+            self.log.warn("datalogger {serial}: upstream closed in the middle of a packet; "
+                          "dropped its first {count} bytes",
+                          serial=self.session.datalogger_serial, count=len(rest))
+        self.log.warn("datalogger {serial}: upstream {upstream} closed ({why}); answering "
+                      "the datalogger locally and retrying",
+                      serial=self.session.datalogger_serial,
+                      upstream=self.factory.upstream_label, why=_why(reason))
+        self.transport.unregisterProducer()
+        self.goLocal()
+        self._scheduleRetry()
 
     # -- closing ------------------------------------------------------------
 
@@ -275,11 +450,17 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         self._closing = True
         if self.session.closed_by is None:
             self.session.closed_by = why
+        self._cancelRetry()
         if self._connecting is not None:
             self._connecting.cancel()
         self.transport.loseConnection()
         if self.upstream is not None:
             self.upstream.transport.loseConnection()
+
+    def _cancelRetry(self):
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
 
     def connectionLost(self, reason):
         self.setTimeout(None)
@@ -287,6 +468,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         if session is None:
             return
         self._closing = True
+        self._cancelRetry()
         if session.closed_by is None:
             session.closed_by = "datalogger closed the connection"
         rest = self._up.flush()
@@ -338,16 +520,26 @@ class ProxyFactory(ServerFactory):
     @ivar decode: C{decode(packet, device_type_code) -> record or None}.
     @ivar on_record: C{on_record(packet, record)}, called for every record.
     @ivar commands: the command socket's hook (L{CommandHook}), or None.
+    @ivar upstream: the client endpoint of the Growatt server, or None for
+        cloud-free mode.
     """
 
     protocol = DataloggerProtocol
     log = Logger()
     noisy = False
 
+    retry_initial = 1.0
+
     def __init__(self, upstream, registry, clock, *, upstream_label=None, connect_timeout=10.0,
                  idle_timeout=600.0, max_dataloggers=None, pending_limit=65536, decode=None,
-                 on_record=None, commands=None):
+                 on_record=None, commands=None, fallback="close", retry_max=30.0,
+                 policy=None, set_time="auto", timezone=None):
         self.upstream = upstream
+        self.fallback_local = fallback == "local"
+        self.retry_max = retry_max
+        self.policy = policy if policy is not None else CloudCommandPolicy()
+        self.set_time = set_time
+        self.timezone = timezone
         self.upstream_label = upstream_label or str(upstream)
         self.registry = registry
         self.clock = clock
@@ -359,6 +551,11 @@ class ProxyFactory(ServerFactory):
         self.on_record = on_record
         self.commands = commands
         self.connections = set()
+
+    def wants_clock_set(self, mode):
+        if self.set_time == "auto":
+            return mode == CLOUD_FREE
+        return bool(self.set_time)
 
     def buildProtocol(self, addr):
         limit = self.max_dataloggers

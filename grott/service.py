@@ -10,6 +10,8 @@ This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
 """
 
+from zoneinfo import ZoneInfo
+
 from twisted.application import service, strports
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
@@ -18,6 +20,7 @@ from twisted.internet.error import CannotListenError
 from grott import limits
 from grott.config import ConfigError
 from grott.logs import Logger, LoggingService
+from grott.policy import CloudCommandPolicy
 from grott.proxy import ProxyFactory
 from grott.registers import Decoder
 from grott.session import Registry
@@ -132,7 +135,9 @@ def makeService(config, reactor):
     logging.setServiceParent(top)
     registry = Registry()
     decoder = makeDecoder(config)
-    upstream = clientFromString(reactor, config.proxy.upstream)
+    proxyConfig = config.proxy
+    upstream = None if proxyConfig.upstream == "none" else \
+        clientFromString(reactor, proxyConfig.upstream)
     factory = ProxyFactory(
         upstream, registry, reactor,
         upstream_label=config.proxy.upstream,
@@ -140,6 +145,12 @@ def makeService(config, reactor):
         idle_timeout=config.proxy.idle_timeout,
         pending_limit=config.proxy.pending_limit,
         decode=decoder.decode,
+        fallback=proxyConfig.upstream_fallback,
+        retry_max=proxyConfig.retry_max,
+        policy=CloudCommandPolicy(proxyConfig.cloud_commands,
+                                  proxyConfig.protect_server_address),
+        set_time=proxyConfig.set_time,
+        timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
     )
     proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
     proxy.setName("proxy")

@@ -56,6 +56,7 @@ class Session:
         self.records = 0
         self.local_acks = 0
         self.commands = 0
+        self.commands_dropped = 0
         self.last_packet_at = None
         self.closed_by = None
 
@@ -128,6 +129,7 @@ class Session:
             "parse_errors": self.parse_errors,
             "garbage_bytes": self.garbage_bytes,
             "local_acks": self.local_acks,
+            "commands_dropped": self.commands_dropped,
             "last_packet_age": None if self.last_packet_at is None
             else round(now - self.last_packet_at, 1),
         }
