@@ -190,14 +190,17 @@ def redact(event):
     if not _secrets:
         return event
     clean = dict(event)
+    changed = False
     for key, value in event.items():
         if key not in _EMITTER_KEYS:
             clean[key] = _clean(value)
+            changed = changed or clean[key] is not value
     if "log_format" in clean:
-        text = _tlog.formatEvent(clean)
-        if _has_secret(text):
-            # A format string can reach into objects ({cfg.mqtt.password}):
-            # log the masked text instead of the format.
+        text = _tlog.formatEvent(event)
+        if changed or _has_secret(text):
+            # A format string can reach into objects ({cfg.mqtt.password}),
+            # and a masked field may no longer fit its format: log the
+            # masked text instead of the format.
             clean["log_format"] = _mask(text).replace("{", "{{").replace("}", "}}")
             clean.pop("log_flattened", None)
     return clean
@@ -420,7 +423,7 @@ class LoggingService(service.Service):
                 opener=self._open, on_error=self._file_failed)
             redacted.addObserver(self._per_datalogger)
         service.Service.startService(self)
-        log.info("logging at level {log_level}{to}{per}", log_level=c.level,
+        log.info("logging at level {threshold}{to}{per}", threshold=c.level,
                  to=f" to {os.path.abspath(c.file)}" if c.to == "file" else "",
                  per=(f", one file per datalogger in {os.path.abspath(c.directory)}"
                       if c.per_datalogger else ""))
