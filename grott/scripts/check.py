@@ -30,19 +30,21 @@ class Options(usage.Options):
             self["config"] = path
 
 
-def problems_in(path):
+def problems_in(path, build=None):
     """
     Everything wrong with the configuration at C{path}, as lines naming the
-    file; an empty list if it is fine.
+    file; an empty list if it is fine.  C{build(config, reactor)} makes the
+    service tree (default: L{grott.service.makeService}).
     """
     try:
         config = load_config(path)
     except ConfigError as e:
         return [str(e)]
     problems = [f"{path}: {p}" for p in check_paths(config.log)]
-    from grott.service import makeService
+    if build is None:
+        from grott.service import makeService as build
     try:
-        makeService(config, MemoryReactor())
+        build(config, MemoryReactor())
     except ConfigError as e:
         problems.append(str(e) if str(e).startswith(f"{path}:") else f"{path}: {e}")
     except Exception as e:  # noqa: BLE001 (any failure to build is the answer)
@@ -50,11 +52,11 @@ def problems_in(path):
     return problems
 
 
-def main(options, stdout=None, stderr=None):
+def main(options, stdout=None, stderr=None, build=None):
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     path = options["config"]
-    problems = problems_in(path)
+    problems = problems_in(path, build)
     if not problems:
         stdout.write(f"{path}: OK\n")
         return 0
