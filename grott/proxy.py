@@ -253,8 +253,8 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
                           serial=self.session.datalogger_serial, error=str(e))
             return
         self.session.send(data)
-        self.log.info("datalogger {serial}: clock set to {time}",
-                      serial=self.session.datalogger_serial, time=text)
+        self.log.info("datalogger {serial}: clock set to {clock_time}",
+                      serial=self.session.datalogger_serial, clock_time=text)
 
     def identified(self):
         """
@@ -263,7 +263,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         """
         session = self.session
         old = self.factory.registry.claim(session)
-        self.log.info("datalogger {serial} identified on connection from {peer}",
+        self.log.debug("datalogger {serial} identified on connection from {peer}",
                       serial=session.datalogger_serial, peer=session.peer)
         if old is not None:
             self.log.info("datalogger {serial} reconnected from {peer}; closing its "
@@ -315,21 +315,21 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         factory = self.factory
         if not factory.fallback_local:
             self.log.error("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
-                           "{why}; closing the datalogger connection",
+                           "{cause}; closing the datalogger connection",
                            serial=session.datalogger_serial, peer=session.peer,
-                           upstream=factory.upstream_label, why=_why(reason))
+                           upstream=factory.upstream_label, cause=_why(reason))
             self.disconnect(f"upstream {factory.upstream_label} unreachable")
             return
         if session.mode == RELAYING:
             self.log.warn("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
-                          "{why}; answering the datalogger locally and retrying",
+                          "{cause}; answering the datalogger locally and retrying",
                           serial=session.datalogger_serial, peer=session.peer,
-                          upstream=factory.upstream_label, why=_why(reason))
+                          upstream=factory.upstream_label, cause=_why(reason))
             self.goLocal()
         else:
-            self.log.debug("datalogger {serial}: upstream retry {tries} failed: {why}",
+            self.log.debug("datalogger {serial}: upstream retry {tries} failed: {cause}",
                            serial=session.datalogger_serial, tries=self._retries,
-                           why=_why(reason))
+                           cause=_why(reason))
         self._scheduleRetry()
 
     def goLocal(self):
@@ -426,10 +426,10 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
             self.log.warn("datalogger {serial}: upstream closed in the middle of a packet; "
                           "dropped its first {count} bytes",
                           serial=self.session.datalogger_serial, count=len(rest))
-        self.log.warn("datalogger {serial}: upstream {upstream} closed ({why}); answering "
+        self.log.warn("datalogger {serial}: upstream {upstream} closed ({cause}); answering "
                       "the datalogger locally and retrying",
                       serial=self.session.datalogger_serial,
-                      upstream=self.factory.upstream_label, why=_why(reason))
+                      upstream=self.factory.upstream_label, cause=_why(reason))
         self.transport.unregisterProducer()
         self.goLocal()
         self._scheduleRetry()
@@ -491,7 +491,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
             bytes_in=session.bytes_in, packets_out=session.packets_out,
             bytes_out=session.bytes_out, inverters=list(session.inverters.values()))
         if session.datalogger_serial is not None:
-            logs.packets.info("session of {serial} closed", serial=session.datalogger_serial,
+            logs.packets.debug("session of {serial} closed", serial=session.datalogger_serial,
                               session_closed=True)
         if factory.commands is not None:
             factory.commands.sessionClosed(session)
