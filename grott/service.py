@@ -5,6 +5,7 @@ The service tree: what runs, wired together.
      +- logging    level, log file, per-datalogger files, secret masking
      +- proxy      datalogger listener (strports) -> per-datalogger upstream
      +- stats      the session report on SIGUSR1
+     +- command    the admin socket (grott.commands); absent with command.listen: none
 
 This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
@@ -18,6 +19,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import CannotListenError
 
 from grott import limits
+from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import ConfigError
 from grott.logs import Logger, LoggingService
 from grott.policy import CloudCommandPolicy
@@ -138,8 +140,10 @@ def makeService(config, reactor):
     proxyConfig = config.proxy
     upstream = None if proxyConfig.upstream == "none" else \
         clientFromString(reactor, proxyConfig.upstream)
+    commands = CommandDispatcher(registry, reactor, timeout=config.command.timeout)
     factory = ProxyFactory(
         upstream, registry, reactor,
+        commands=commands,
         upstream_label=config.proxy.upstream,
         connect_timeout=config.proxy.connect_timeout,
         idle_timeout=config.proxy.idle_timeout,
@@ -157,11 +161,19 @@ def makeService(config, reactor):
     proxy.setServiceParent(top)
 
     def report():
-        return report_lines(registry, reactor.seconds())
+        return report_lines(registry, reactor.seconds(), extra=[commands.report_lines])
 
     stats = StatsService(report, reactor)
     stats.setName("stats")
     stats.setServiceParent(top)
+    if config.command.listen != "none":
+        # strports: a command port in use stops start-up like the proxy's.
+        admin = strports.service(config.command.listen,
+                                 CommandFactory(commands, report, listen=config.command.listen),
+                                 reactor=reactor)
+        admin.setName("command")
+        admin.setServiceParent(top)
+    top.commands = commands
     top.registry = registry
     top.report = report
     return top
