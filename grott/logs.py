@@ -369,6 +369,7 @@ class LoggingService(service.Service):
         self._main_file = None
         self._per_datalogger = None
         self._saved = None
+        self._early = None
 
     @classmethod
     def fromConfig(cls, config, clock=None):
@@ -380,9 +381,17 @@ class LoggingService(service.Service):
 
     def privilegedStartService(self):
         # Earliest moment after makeService: mask secrets before the other
-        # children bind ports and log about it.
+        # children bind ports and log about it, and keep those lines for the
+        # log file, which opens in startService (after twistd has switched
+        # to --uid, so the file belongs to the user who rotates it).
         set_secrets(set(_secrets) | self.secrets)
+        if self.config.to == "file" and self._handoff_in_use() is None:
+            self._early = _Handoff(None)
+            _tlog.globalLogPublisher.addObserver(self._early)
         service.Service.privilegedStartService(self)
+
+    def _handoff_in_use(self):
+        return self.handoff if self.handoff is not None else _handoff
 
     def _open(self, path):
         c = self.config
@@ -401,7 +410,7 @@ class LoggingService(service.Service):
                        trace_packets)
         set_level(c.level)
         trace_packets = c.level == "debug" or c.per_datalogger
-        handoff = self.handoff if self.handoff is not None else _handoff
+        handoff = self._handoff_in_use()
         if c.to == "file":
             self._main_file = self._open(c.file)
             out = self._main_file
@@ -414,7 +423,14 @@ class LoggingService(service.Service):
             if handoff is not None:
                 handoff.hand_to(self._main)
             else:
+                if self._early is not None:
+                    _tlog.globalLogPublisher.removeObserver(self._early)
+                    for event in self._early.buffer:
+                        self._main(event)
                 _tlog.globalLogPublisher.addObserver(self._main)
+        if self._early is not None:
+            _tlog.globalLogPublisher.removeObserver(self._early)
+            self._early = None
         if c.per_datalogger:
             os.makedirs(c.directory, exist_ok=True)
             self._per_datalogger = DataloggerLogs(
@@ -439,11 +455,14 @@ class LoggingService(service.Service):
     def stopService(self):
         global trace_packets
         service.Service.stopService(self)
+        if self._early is not None:
+            _tlog.globalLogPublisher.removeObserver(self._early)
+            self._early = None
         if self._per_datalogger is not None:
             redacted.removeObserver(self._per_datalogger)
             self._per_datalogger.close_all()
             self._per_datalogger = None
-        handoff = self.handoff if self.handoff is not None else _handoff
+        handoff = self._handoff_in_use()
         if self._main is not None and (handoff is None or handoff.target is not self._main):
             _tlog.globalLogPublisher.removeObserver(self._main)
             if self._main_file is not None:

@@ -146,6 +146,26 @@ class MainFileTests(LoggingCase):
         self.assertEqual(event["log_format"], "datalogger {serial} connected")
         self.assertFalse(any(line.startswith("\x1e") for line in lines))
 
+    def test_linesBeforeTheFileOpensAreKept(self):
+        svc = logs.LoggingService(LogConfig(to="file", file=os.path.join(self.tmp, "grott.log")),
+                                  (), self.clock)
+        svc.privilegedStartService()
+        TwistedLogger(namespace="twisted.test", observer=globalLogPublisher).info("bound early")
+        svc.startService()
+        svc.stopService()
+        text = read(os.path.join(self.tmp, "grott.log"))
+        self.assertLess(text.index("bound early"), text.index("logging at level"))
+
+    def test_stoppedBeforeStarting(self):
+        svc = logs.LoggingService(LogConfig(to="file", file=os.path.join(self.tmp, "grott.log")),
+                                  (), self.clock)
+        svc.privilegedStartService()
+        early = svc._early
+        svc.stopService()
+        TwistedLogger(namespace="twisted.test", observer=globalLogPublisher).info("later")
+        self.assertEqual(early.buffer, [])
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "grott.log")))
+
     def test_removedOnStop(self):
         svc = self.start(to="file")
         svc.stopService()
