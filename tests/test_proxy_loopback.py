@@ -228,7 +228,8 @@ class ServiceTests(TestCase):
         self.addCleanup(cloudPort.stopListening)
         config = config_from_string(
             f"proxy:\n  listen: tcp:0:interface=127.0.0.1\n"
-            f"  upstream: tcp:127.0.0.1:{cloudPort.getHost().port}\n")
+            f"  upstream: tcp:127.0.0.1:{cloudPort.getHost().port}\n"
+            f"command:\n  listen: none\n")
         top = makeService(config, reactor)
         previous = []
         old = signal.signal(signal.SIGUSR1, lambda s, f: previous.append(s))
