@@ -250,6 +250,11 @@ class ConfigGetReply:
     record_type = RecordType.CONFIG_GET
     direction = FROM_DATALOGGER
 
+    def __post_init__(self):
+        # Text given as str is kept as the bytes that go on the wire, so a
+        # built message equals the one parsed back and .text always works.
+        object.__setattr__(self, "value", _text_bytes(self.value))
+
     @property
     def text(self):
         return self.value.decode("latin-1")
@@ -276,6 +281,11 @@ class ConfigSetRequest:
     value: bytes
     record_type = RecordType.CONFIG_SET
     direction = TO_DATALOGGER
+
+    def __post_init__(self):
+        # Text given as str is kept as the bytes that go on the wire, so a
+        # built message equals the one parsed back and .text always works.
+        object.__setattr__(self, "value", _text_bytes(self.value))
 
     @property
     def text(self):
