@@ -296,6 +296,47 @@ class HostileInputProperties(SynchronousTestCase):
             self.assertEqual(relaid, body)
 
 
+#: Field values a careless caller might pass, in range or not.
+FIELD = st.one_of(st.integers(-2, 0x1_0001), st.none(), st.text(max_size=3),
+                  st.binary(max_size=3))
+ANY_CLASS = st.sampled_from([
+    InverterReadRequest, InverterReadReply, InverterWriteRequest, InverterWriteReply,
+    InverterWriteMultiRequest, InverterWriteMultiReply, ConfigGetRequest, ConfigGetReply,
+    ConfigSetRequest, ConfigSetReply,
+])
+
+
+class BuilderProperties(SynchronousTestCase):
+    @FAST
+    @given(ANY_CLASS, st.data(), PROTOCOL)
+    def test_bad_fields(self, cls, data, protocol):
+        """
+        A message with out-of-range or wrong-typed fields is a CodecError
+        when made or built, never struct.error, TypeError or OverflowError.
+        """
+        count = len(cls.__dataclass_fields__)
+        fields = [data.draw(FIELD) for _ in range(count)]
+        if cls in (InverterWriteMultiRequest, InverterReadReply):
+            fields[-1] = data.draw(st.one_of(st.none(), st.lists(FIELD, max_size=3).map(tuple)))
+        try:
+            build(cls(*fields), "SERIAL", protocol=protocol)
+        except CodecError as e:
+            self.assertTrue(str(e))
+
+    def test_text_values(self):
+        """
+        Text given as str travels as latin-1 bytes and compares equal to
+        what is parsed back.
+        """
+        message = ConfigSetRequest(31, "2021-02-09 12:15:00")
+        self.assertEqual(message.value, b"2021-02-09 12:15:00")
+        self.assertEqual(message.text, "2021-02-09 12:15:00")
+        packet = parse_packet(build(message, "JPC281833B", protocol=6))
+        self.assertEqual(parse_body(packet, TO_DATALOGGER), message)
+        self.assertRaises(CodecError, ConfigGetReply, 21, "\u20ac")
+        self.assertRaises(CodecError, ConfigGetReply(21, bytes(0x10000)).to_body)
+
+
 @st.composite
 def messages(draw):
     """
@@ -305,7 +346,8 @@ def messages(draw):
     count = draw(st.integers(1, 125))
     last = first + count - 1
     values = tuple(draw(st.lists(U16, min_size=count, max_size=count)))
-    text = st.binary(max_size=100)
+    text = st.one_of(st.binary(max_size=100),
+                     st.text(st.characters(max_codepoint=255), max_size=100))
     return draw(st.sampled_from([
         InverterReadRequest(first, last),
         InverterReadReply(first, last, values),
