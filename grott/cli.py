@@ -20,6 +20,8 @@ from twisted.python import usage
 SUBCOMMANDS = {
     "decode": ("grott.scripts.decode", "Decode Growatt packets given as hex (arguments or stdin)."),
     "check": ("grott.scripts.check", "Validate a configuration file (exit 0 if it is usable)."),
+    "simulate": ("grott.scripts.simulate", "Simulated dataloggers connecting to a proxy or server."),
+    "fake-cloud": ("grott.scripts.fakecloud", "A stand-in Growatt server (acks, pings, records)."),
 }
 
 
