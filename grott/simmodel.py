@@ -19,7 +19,7 @@ import random
 import struct
 import time
 
-from grott.codec import serial_field
+from grott.registers.blocks import encode_register_record
 
 __all__ = ["FAMILIES", "Family", "SimulatedInverter", "blocks_of", "family", "register_payload"]
 
@@ -159,6 +159,8 @@ class SimulatedInverter:
         fam = self.family
         h[0] = 1 if fam.identity == "v12x" else 257
         h[3] = 100
+        rated = self.peak * 10  # holding 6-7: rated power, 0.1 W
+        h[6], h[7] = rated >> 16, rated & 0xFFFF
         for offset, word in enumerate(_text_words(fam.firmware, 3)):
             h[9 + offset] = word
         for offset, word in enumerate(_text_words(fam.control_firmware, 3)):
@@ -270,16 +272,13 @@ def register_payload(datalogger_serial, inverter_serial, timestamp, blocks, *, p
     The plain body of a register-carrying record (0x03, 0x04, 0x50).
 
     C{timestamp} is a 6-tuple (year, month, day, hour, minute, second);
-    C{blocks} is a sequence of (first register, values).  Layout per
-    protocol.md section 7.2; wrap it with L{grott.codec.build_packet}.
+    C{blocks} is a sequence of (first register, values).  Wrap it with
+    L{grott.codec.build_packet}.
     """
     year, month, day, hour, minute, second = timestamp
-    parts = [serial_field(datalogger_serial, protocol), serial_field(inverter_serial, protocol),
-             bytes((max(0, min(255, year - 2000)), month, day, hour, minute, second)),
-             bytes((len(blocks),))]
-    for first, values in blocks:
-        parts.append(struct.pack(f">HH{len(values)}H", first, first + len(values) - 1, *values))
-    return b"".join(parts)
+    raw_time = bytes((max(0, min(255, year - 2000)), month, day, hour, minute, second))
+    return encode_register_record(datalogger_serial, inverter_serial, blocks,
+                                  protocol=protocol, timestamp=raw_time)
 
 
 def blocks_of(table, ranges):

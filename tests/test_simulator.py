@@ -34,6 +34,7 @@ from grott.codec import (
     parse_packet,
     serial_field_size,
 )
+from grott.registers import Decoder
 from grott.scripts import fakecloud as fakecloud_script
 from grott.scripts import simulate as simulate_script
 from grott.simmodel import SimulatedInverter
@@ -412,6 +413,27 @@ class ModelTests(unittest.SynchronousTestCase):
         self.assertEqual(totals, sorted(totals))
         self.assertGreater(today[143], 5.0)
         self.assertLess(today[150], 0.1)  # reset after midnight
+
+    def test_grott_decoder_reads_what_was_simulated(self):
+        decoder = Decoder()
+        for protocol, family, detected, dtc in ((6, "classic", "classic", None),
+                                                (5, "min", "tlx", 5100), (6, "min", "tlx", 5100)):
+            state = DataloggerState(DataloggerSpec(SERIAL, protocol=protocol, family=family,
+                                                   start_epoch=MORNING, peak_watts=5000),
+                                    MemoryReactorClock())
+            announce = decoder.decode(parse_packet(
+                state.packet(RecordType.ANNOUNCE, state.announce_body())))
+            data = decoder.decode(parse_packet(state.packet(RecordType.DATA, state.data_body())),
+                                  announce.device_type_code)
+            self.assertEqual((announce.family, data.family), (detected, detected))
+            self.assertEqual(announce.device_type_code, dtc)
+            self.assertEqual(announce.identification.serial, state.spec.inverter_serial)
+            self.assertEqual(announce.identification.rated_power, 5000)
+            self.assertEqual(data.timestamp, "2024-06-21T10:00:00")
+            measure = state.inverter.measure
+            self.assertLess(abs(data.values["pvpowerout"] - measure["pac"] / 10), 0.1)
+            self.assertLess(abs(data.values["pvenergytotal"] - measure["eac_total"] / 10), 0.1)
+            self.assertEqual(data.values["pvstatus"], 1)
 
     def test_same_seed_same_values(self):
         a = SimulatedInverter("IV1", "min", seed=7)
