@@ -149,9 +149,16 @@ class SimulatedInverter:
                 self.holding[register] = 0
         self._identify(device_address)
         self.inputs = {}
+        # The same values as per-block word lists, so a record is built
+        # without a dictionary lookup per register.
+        self._words = []
+        self._slots = {}
         for first, last in self.family.input_blocks:
+            words = [0] * (last - first + 1)
+            self._words.append((first, words))
             for register in range(first, last + 1):
                 self.inputs[register] = 0
+                self._slots[register] = (words, register - first)
         self.measure = {}
 
     def _identify(self, device_address):
@@ -260,11 +267,22 @@ class SimulatedInverter:
             value = m.get(name, 0)
             if bits == 32:
                 raw = _clip32(value)
-                self.inputs[register] = raw >> 16
-                self.inputs[register + 1] = raw & 0xFFFF
+                self._set_input(register, raw >> 16)
+                self._set_input(register + 1, raw & 0xFFFF)
             else:
-                self.inputs[register] = _clip16(value)
+                self._set_input(register, _clip16(value))
         return self.inputs
+
+    def _set_input(self, register, value):
+        self.inputs[register] = value
+        words, index = self._slots[register]
+        words[index] = value
+
+    def input_blocks(self):
+        """
+        (first, values) per input block, as of the last L{update}.
+        """
+        return [(first, tuple(words)) for first, words in self._words]
 
 
 def register_payload(datalogger_serial, inverter_serial, timestamp, blocks, *, protocol):

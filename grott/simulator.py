@@ -274,10 +274,10 @@ class DataloggerState:
             blocks_of(table, self.inverter.family.holding_blocks), protocol=self.spec.protocol)
 
     def _data_body(self, epoch):
-        table = self.inverter.update(epoch)
+        self.inverter.update(epoch)
         return register_payload(
             self.spec.serial, self.spec.inverter_serial, self._timestamp(epoch),
-            blocks_of(table, self.inverter.family.input_blocks), protocol=self.spec.protocol)
+            self.inverter.input_blocks(), protocol=self.spec.protocol)
 
     def data_body(self):
         return self._data_body(self.epoch())
