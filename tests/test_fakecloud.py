@@ -6,6 +6,7 @@ misbehaviours (refuse, delay, drop) with simulated dataloggers in memory.
 
 import io
 import json
+import random
 
 from twisted.internet import defer, error
 from twisted.internet.task import Clock
@@ -107,6 +108,23 @@ class AnswerTests(unittest.SynchronousTestCase):
                                     "direction": TO_DATALOGGER,
                                     "hex": BY_ID["grott-p6-0104-classic"]["expected"]
                                     ["server_ack_hex"]})
+
+
+    def test_random_bytes_in_random_pieces(self):
+        noise = random.Random(11)
+        cloud = FakeCloud(Clock())
+        protocol, _ = connect(cloud)
+        stream = b"".join(noise.randbytes(noise.randrange(1, 200)) + raw("grott-p6-0104-classic")
+                          for _ in range(20))
+        pos = 0
+        while pos < len(stream):
+            step = noise.randrange(1, 300)
+            protocol.dataReceived(stream[pos:pos + step])
+            pos += step
+        self.assertEqual(cloud.errors, 0)
+        self.assertEqual(cloud.count(SERIAL, RecordType.DATA), 20)
+        self.assertEqual(cloud.acks, 20)
+        self.assertGreater(cloud.garbage_bytes, 0)
 
 
 class CountingTests(unittest.SynchronousTestCase):
