@@ -1,0 +1,441 @@
+"""
+What relaying through grott costs, next to no proxy and to `twistd portforward`.
+
+    python bench/relay.py --scenario all          # about 3 minutes
+    python bench/relay.py --scenario rate1000
+
+Each scenario runs three times on loopback, one after the other, with the
+same traffic: the load generator (bench/loadgen.py) talking straight to the
+fake cloud (C{direct}), through `twistd portforward` (C{portforward}: a relay
+that does no framing or decoding, the cheapest Twisted proxy there is), and
+through grott (C{grott}, decoding every record).  Every process is its own
+subprocess (fake cloud: `grott fake-cloud`; relays: twistd -n); CPU time and
+RSS of the relay come from /proc/PID/stat and /proc/PID/status, as deltas
+over the measurement window.  One JSON line per scenario goes to standard
+output and all of them to bench/results.json.  Everything it started is
+killed at the end of each run, and no run lasts longer than its time bound.
+
+Figures, per run: records acknowledged per second (a record is one
+585-byte protocol-6 data record up and its 11-byte ack down), the round trip
+datalogger -> cloud ack -> datalogger (p50/p99, milliseconds, as the load
+generator sees it), the relay's CPU milliseconds per 1,000 records, its
+peak RSS (VmHWM) and its RSS growth per connection, plus the CPU shares of
+the load generator, the fake cloud and of everything else on the machine
+(other work disturbs the figures; see foreign_cpu_percent).
+"""
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results.json")
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+#: name -> what the load generator does; every run is bounded by `bound` seconds.
+SCENARIOS = {
+    # One datalogger sending its next record as soon as the ack is back:
+    # the unloaded round trip, and what one connection can do.
+    "one": {"count": 1, "mode": "flood", "warmup": 1.0, "duration": 5.0, "bound": 30},
+    # 1,000 dataloggers, one record per second each, evenly staggered.
+    "rate1000": {"count": 1000, "mode": "rate", "interval": 1.0, "warmup": 2.0, "duration": 8.0,
+                 "bound": 45},
+    # 9,000 dataloggers, mostly idle: one record every 20 s each (450/s).
+    "idle9000": {"count": 9000, "mode": "rate", "interval": 20.0, "warmup": 1.0, "duration": 6.0,
+                 "bound": 60},
+    # 100 dataloggers, each sending its next record as soon as its ack is back.
+    "max": {"count": 100, "mode": "flood", "warmup": 2.0, "duration": 8.0, "bound": 40},
+}
+TARGETS = ("direct", "portforward", "grott")
+#: Not run by default: grott with its decoder off (bench/nodecode.tac).
+EXTRA_TARGETS = ("grott-nodecode",)
+
+GROTT_CONFIG = """\
+proxy:
+  listen: "tcp:{port}:interface=127.0.0.1"
+  upstream: "tcp:127.0.0.1:{cloud}"
+command:
+  listen: none
+log:
+  level: warn
+"""
+
+#: twistd's module has no __main__ block: run it the way the twistd script does.
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+
+class BenchError(Exception):
+    pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def memory(pid):
+    """VmRSS and VmHWM (peak RSS) in bytes."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def machine_busy():
+    """Busy and total CPU seconds of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]
+    total = sum(ticks[:8])
+    return (total - idle) / TICK, total / TICK
+
+
+def wait_listening(port, proc, deadline):
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"process {proc.args[:4]} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise BenchError(f"nothing listening on {port}")
+
+
+class Run:
+    """
+    One scenario against one target: start, measure, kill.
+    """
+
+    def __init__(self, scenario, target, workdir, profile=None):
+        self.profile = profile if target == "grott" else None
+        self.name = scenario
+        self.spec = SCENARIOS[scenario]
+        self.target = target
+        self.workdir = workdir
+        self.procs = {}
+        self.deadline = time.monotonic() + self.spec["bound"]
+        self._lines = b""
+
+    def spawn(self, role, argv, **kw):
+        path = os.path.join(self.workdir, f"{self.name}-{self.target}-{role}.log")
+        with open(path, "wb") as log:
+            proc = subprocess.Popen(argv, cwd=self.workdir, stdout=kw.pop("stdout", log),
+                                    stderr=log, **kw)
+        self.procs[role] = proc
+        return proc
+
+    def start(self):
+        cloud_port = free_port()
+        cloud = self.spawn("cloud", [sys.executable, "-m", "grott.cli", "fake-cloud", "--listen",
+                                     f"tcp:{cloud_port}:interface=127.0.0.1:backlog=1024",
+                                     "--keep", "0"])
+        wait_listening(cloud_port, cloud, self.deadline)
+        port = cloud_port
+        if self.target == "portforward":
+            port = free_port()
+            relay = self.spawn("relay", [sys.executable, "-c", TWISTD, "-n", "--pidfile=",
+                                         "portforward", "-p", f"tcp:{port}:interface=127.0.0.1",
+                                         "-h", "127.0.0.1",
+                                         "-d", str(cloud_port)])
+            wait_listening(port, relay, self.deadline)
+        elif self.target in ("grott", "grott-nodecode"):
+            port = free_port()
+            config = os.path.join(self.workdir, f"{self.name}-{self.target}.yaml")
+            with open(config, "w") as f:
+                f.write(GROTT_CONFIG.format(port=port, cloud=cloud_port))
+            if self.target == "grott":
+                argv = ["grott", "--config", config]
+            else:
+                argv = ["-y", os.path.join(HERE, "nodecode.tac")]
+            relay = self.spawn("relay", [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *argv],
+                               env=dict(os.environ, GROTT_BENCH_CONFIG=config))
+            wait_listening(port, relay, self.deadline)
+        # Let the probe connection and start-up settle before the baseline.
+        time.sleep(0.5)
+        self.baseline = memory(self.procs["relay"].pid) if "relay" in self.procs else None
+        spec = self.spec
+        argv = [sys.executable, os.path.join(HERE, "loadgen.py"), "--port", str(port),
+                "--count", str(spec["count"]), "--mode", spec["mode"],
+                "--interval", str(spec.get("interval", 1.0)), "--warmup", str(spec["warmup"]),
+                "--duration", str(spec["duration"]),
+                "--connect-deadline", str(max(5.0, spec["bound"] - spec["warmup"]
+                                              - spec["duration"] - 12))]
+        self.spawn("loadgen", argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def event(self):
+        """The next JSON line of the load generator, within the time bound."""
+        proc = self.procs["loadgen"]
+        fd = proc.stdout.fileno()
+        while b"\n" not in self._lines:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"{self.name}/{self.target}: time bound "
+                                 f"{self.spec['bound']} s reached")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise BenchError(f"{self.name}/{self.target}: load generator exited "
+                                     f"({proc.wait()}); see its log in {self.workdir}")
+                self._lines += chunk
+        line, self._lines = self._lines.split(b"\n", 1)
+        return json.loads(line)
+
+    def sample(self):
+        now = time.monotonic()
+        busy, total = machine_busy()
+        cpu = {}
+        for role, proc in self.procs.items():
+            with contextlib.suppress(OSError):
+                cpu[role] = cpu_seconds(proc.pid)
+        return now, busy, total, cpu
+
+    def measure(self):
+        connected = self.event()
+        if connected.get("event") != "connected":
+            raise BenchError(f"unexpected {connected}")
+        ready = self.event()
+        if ready.get("event") != "ready":
+            raise BenchError(f"unexpected {ready}")
+        before = self.sample()
+        self.procs["loadgen"].stdin.write(b"go\n")
+        self.procs["loadgen"].stdin.flush()
+        profiler = self.start_profiler()
+        result = self.event()
+        after = self.sample()
+        if profiler is not None:
+            profiler.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+        if result.get("event") != "result":
+            raise BenchError(f"unexpected {result}")
+        return self.figures(connected, result, before, after)
+
+    def start_profiler(self):
+        """
+        py-spy on grott for the window (its CPU share is then not grott's):
+        collapsed stacks to PROFILE-SCENARIO.txt.
+        """
+        if self.profile is None:
+            return None
+        pyspy = os.environ.get("PYSPY") or shutil.which("py-spy")
+        if pyspy is None:
+            raise BenchError("--profile needs py-spy (pip install py-spy, or PYSPY=/path)")
+        out = f"{self.profile}-{self.name}.txt"
+        return subprocess.Popen(
+            [pyspy, "record", "--nonblocking", "--format", "raw", "--rate", "250",
+             "-d", str(int(self.spec["duration"])), "-o", out, "-p", str(self.procs["relay"].pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def figures(self, connected, result, before, after):
+        elapsed = after[0] - before[0]
+        cpu = {role: after[3][role] - before[3][role] for role in after[3] if role in before[3]}
+        mine = sum(cpu.values())
+        machine = (after[1] - before[1]) / elapsed * 100
+        out = {
+            "dataloggers": result["dataloggers"],
+            "connect_seconds": connected["connect_seconds"],
+            "connect_failures": connected["connect_failures"],
+            "records_per_second": result["records_per_second"],
+            "latency_ms": result["latency_ms"],
+            "loadgen_cpu_percent": round(cpu.get("loadgen", 0) / elapsed * 100, 1),
+            "cloud_cpu_percent": round(cpu.get("cloud", 0) / elapsed * 100, 1),
+            "foreign_cpu_percent": round(max(0.0, machine - mine / elapsed * 100), 1),
+            "errors": result["unexpected_packets"] + result["connections_lost"],
+        }
+        if "relay" in self.procs:
+            records = result["records_acked"]
+            relay_cpu = cpu["relay"]
+            mem = memory(self.procs["relay"].pid)
+            growth = mem["VmRSS"] - self.baseline["VmRSS"]
+            out.update({
+                "cpu_ms_per_1000": round(relay_cpu * 1e6 / records, 1) if records else None,
+                "cpu_percent": round(relay_cpu / elapsed * 100, 1),
+                # What one fully used core would relay at this cost per record.
+                "records_per_cpu_second": round(records / relay_cpu) if relay_cpu else None,
+                "peak_rss_mb": round(mem["VmHWM"] / 2**20, 1),
+                "rss_mb_before_load": round(self.baseline["VmRSS"] / 2**20, 1),
+                "rss_kb_per_connection": round(growth / 1024 / max(1, result["dataloggers"]), 1),
+            })
+        return out
+
+    def log_tails(self, size=600):
+        tails = []
+        for role in self.procs:
+            path = os.path.join(self.workdir, f"{self.name}-{self.target}-{role}.log")
+            with contextlib.suppress(OSError), open(path, "rb") as f:
+                f.seek(max(0, os.path.getsize(path) - size))
+                text = f.read().decode("utf-8", "replace").strip()
+                if text:
+                    tails.append(f"\n[{role} log] {text}")
+        return "".join(tails)
+
+    def stop(self):
+        """Kill what this run started: load generator, relay, cloud."""
+        for role in ("loadgen", "relay", "cloud"):
+            proc = self.procs.get(role)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for role in ("loadgen", "relay", "cloud"):
+            proc = self.procs.get(role)
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdin:
+                proc.stdin.close()
+            if proc.stdout:
+                proc.stdout.close()
+
+
+def grott_decodes(workdir):
+    """
+    Whether grott, built from the benchmark's configuration, decodes
+    records (the proxy factory got a decoder).  Built on a MemoryReactor,
+    as `grott check` does.
+    """
+    from twisted.internet.testing import MemoryReactor
+
+    from grott.config import config_from_string
+    from grott.service import makeService
+    config = config_from_string(GROTT_CONFIG.format(port=5279, cloud=5280), "bench")
+    top = makeService(config, MemoryReactor())
+    return top.getServiceNamed("proxy").factory.decode is not None
+
+
+def ratios(runs):
+    """
+    Each grott run against portforward and direct, measured in the same run.
+    """
+    pf, direct = runs.get("portforward"), runs.get("direct")
+    out = {}
+
+    def ratio(a, b):
+        return round(a / b, 3) if a is not None and b else None
+
+    for name in ("grott", "grott-nodecode"):
+        run = runs.get(name)
+        if run and pf:
+            out[f"throughput_{name}_vs_portforward"] = ratio(run["records_per_second"],
+                                                             pf["records_per_second"])
+            out[f"cpu_per_record_{name}_vs_portforward"] = ratio(run["cpu_ms_per_1000"],
+                                                                 pf["cpu_ms_per_1000"])
+            out[f"rss_per_connection_{name}_vs_portforward"] = ratio(
+                run["rss_kb_per_connection"], pf["rss_kb_per_connection"])
+        if run and direct:
+            out[f"throughput_{name}_vs_direct"] = ratio(run["records_per_second"],
+                                                        direct["records_per_second"])
+    if pf and direct:
+        out["throughput_portforward_vs_direct"] = ratio(pf["records_per_second"],
+                                                        direct["records_per_second"])
+    for name in ("grott", "grott-nodecode", "portforward"):
+        run = runs.get(name)
+        if run and direct:
+            for q in ("p50", "p99"):
+                a, b = run["latency_ms"][q], direct["latency_ms"][q]
+                if a is not None and b is not None:
+                    out[f"{q}_added_ms_{name}"] = round(a - b, 3)
+    return out
+
+
+def run_scenario(name, workdir, targets=TARGETS, profile=None):
+    runs = {}
+    errors = {}
+    for target in targets:
+        run = Run(name, target, workdir, profile)
+        try:
+            run.start()
+            runs[target] = run.measure()
+        except BenchError as e:
+            errors[target] = str(e) + run.log_tails()
+        finally:
+            run.stop()
+        time.sleep(1.0)
+    spec = SCENARIOS[name]
+    line = {
+        "scenario": name,
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "dataloggers": spec["count"],
+        "traffic": (f"{spec['count']} x one 585-byte record per {spec['interval']:g} s"
+                    if spec["mode"] == "rate" else
+                    f"{spec['count']} x next record as soon as the ack is back"),
+        "window_seconds": spec["duration"],
+        "grott_decodes": _decodes(workdir),
+        **{target: runs.get(target) for target in targets},
+        "ratios": ratios(runs),
+    }
+    if errors:
+        line["errors"] = errors
+    return line
+
+
+def _decodes(workdir):
+    try:
+        return grott_decodes(workdir)
+    except Exception as e:  # noqa: BLE001 (report, do not fail the benchmark)
+        return f"unknown ({type(e).__name__}: {e})"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help="comma-separated, from " + ",".join(TARGETS + EXTRA_TARGETS))
+    parser.add_argument("--results", default=RESULTS, help="where the JSON lines go")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="py-spy grott during each window: PREFIX-SCENARIO.txt "
+                             "(collapsed stacks; slows grott, do not quote its figures)")
+    options = parser.parse_args(argv)
+    targets = tuple(t for t in options.targets.split(",") if t)
+    if set(targets) - set(TARGETS) - set(EXTRA_TARGETS):
+        parser.error(f"unknown target in {options.targets}")
+    # Children inherit the raised open-file limit (9,000 connections each).
+    _raise_nofile()
+    names = list(SCENARIOS) if options.scenario == "all" else [options.scenario]
+    sys.path.insert(0, ROOT)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="grott-bench-") as workdir:
+        for name in names:
+            line = run_scenario(name, workdir, targets, options.profile)
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+            lines.append(line)
+    with open(options.results, "w") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
