@@ -3,14 +3,20 @@ The service tree: what runs, wired together.
 
     grott (GrottService)
      +- logging    level, log file, per-datalogger files, secret masking
+     +- plugins    plugin host: a bounded queue per plugin, thread pool, outputs
      +- proxy      datalogger listener (strports) -> per-datalogger upstream
      +- stats      the session report on SIGUSR1
+     +- command    the admin socket (LineReceiver)
+
+Children stop in reverse: the proxy stops taking data before the plugins
+drain, and logging closes last.
      +- command    the admin socket (grott.commands); absent with command.listen: none
 
 This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
 """
 
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from twisted.application import service, strports
@@ -22,6 +28,7 @@ from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import ConfigError
 from grott.logs import Logger, LoggingService
+from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
 from grott.proxy import ProxyFactory
 from grott.registers import Decoder
@@ -106,6 +113,17 @@ class ProxyService(service.MultiService):
                           s=SHUTDOWN_DEADLINE)
 
 
+def plugin_lines(host):
+    """
+    The plugins' part of the stats report.
+    """
+    lines = []
+    for s in host.stats():
+        lines.append(f"  plugin {s['name']}: delivered={s['delivered']} failed={s['failed']} "
+                     f"dropped={s['dropped']} queued={s['queued']}")
+    return lines
+
+
 def makeDecoder(config):
     """
     The register decoder for C{config}; a bad C{registers:}, C{families:} or
@@ -135,6 +153,9 @@ def makeService(config, reactor):
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
     logging.setServiceParent(top)
+    plugins = PluginHost(config, reactor)
+    plugins.setName("plugins")
+    plugins.setServiceParent(top)
     registry = Registry()
     decoder = makeDecoder(config)
     proxyConfig = config.proxy
@@ -149,6 +170,7 @@ def makeService(config, reactor):
         idle_timeout=config.proxy.idle_timeout,
         pending_limit=config.proxy.pending_limit,
         decode=decoder.decode,
+        on_record=plugins.deliver,
         fallback=proxyConfig.upstream_fallback,
         retry_max=proxyConfig.retry_max,
         policy=CloudCommandPolicy(proxyConfig.cloud_commands,
@@ -161,7 +183,8 @@ def makeService(config, reactor):
     proxy.setServiceParent(top)
 
     def report():
-        return report_lines(registry, reactor.seconds(), extra=[commands.report_lines])
+        return report_lines(registry, reactor.seconds(),
+                            extra=[commands.report_lines, partial(plugin_lines, plugins)])
 
     stats = StatsService(report, reactor)
     stats.setName("stats")

@@ -33,4 +33,8 @@ def makeService(options):
     from twisted.internet import reactor
 
     from grott.service import makeService as make
-    return make(options["loaded"], reactor)
+    try:
+        return make(options["loaded"], reactor)
+    except ConfigError as e:
+        # e.g. a plugin name in plugins.enabled that no plugin has.
+        raise SystemExit(f"grott: {e}") from None
