@@ -100,6 +100,7 @@ class MqttOutput:
         self.client.on_disconnect = self._thread_on_disconnect
         self.client.on_publish = self._thread_on_publish
         self.connected = False
+        self._ever_connected = False
         self._stopping = False
         self._trouble = None
         self._waiters = []
@@ -137,8 +138,10 @@ class MqttOutput:
         else:
             self.log.info("MQTT: connected to {broker}", broker=self.broker)
         self._trouble = None
-        # Retained discovery configs may have gone with a restarted broker.
-        self._announced.clear()
+        if self._ever_connected:
+            # Retained discovery configs may have gone with a restarted broker.
+            self._announced.clear()
+        self._ever_connected = True
         self.client.publish(self.availability_topic, "online", qos=1, retain=True)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -149,11 +152,11 @@ class MqttOutput:
                      "wait in the plugin queue)")
 
     def _on_disconnect(self, reason):
-        self.connected = False
+        was_connected, self.connected = self.connected, False
         if self._disconnected is not None:
             self._disconnected.callback(None)
             self._disconnected = None
-        if not self._stopping:
+        if was_connected and not self._stopping:
             self._report("lost", "MQTT: lost the connection to {broker} ({reason}); "
                          "reconnecting (records wait in the plugin queue)", reason=reason)
         # QoS 0 messages have no retry of their own: send them again.
