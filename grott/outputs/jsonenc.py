@@ -1,9 +1,10 @@
 """
 Records to JSON bytes: orjson when it is installed (several times faster),
-the standard library otherwise.  Both give compact UTF-8 and turn anything
-JSON does not know (an enum, a date) into its string form.
+the standard library otherwise.  Both give compact UTF-8, write an enum as
+its value and anything else JSON does not know (a date) as its string form.
 """
 
+import enum
 import json
 
 try:
@@ -14,15 +15,22 @@ except ImportError:
 __all__ = ["dumps", "encoder", "line"]
 
 
+def _default(obj):
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    return str(obj)
+
+
 def encoder(orjson_module=orjson):
     """
     A C{dumps(obj) -> bytes} using C{orjson_module}, or C{json} if None.
     """
     if orjson_module is not None:
         def dumps(obj, _dumps=orjson_module.dumps):
-            return _dumps(obj, default=str)
+            return _dumps(obj, default=_default)
         return dumps
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                              default=_default).encode
 
     def dumps(obj):
         return encode(obj).encode("utf-8")
