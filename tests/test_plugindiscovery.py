@@ -4,6 +4,7 @@ verifyObject on every built-in.
 """
 
 import os
+import re
 import sys
 import textwrap
 
@@ -13,7 +14,13 @@ from zope.interface.verify import verifyObject
 
 import grott.plugins
 from grott import logs
-from grott.config import ConfigError, JsonlConfig, MqttConfig
+from grott.config import (
+    ConfigError,
+    JsonlConfig,
+    MqttConfig,
+    config_from_string,
+    load_config,
+)
 from grott.interfaces import (
     IBlockingPlugin,
     IConfigurablePlugin,
@@ -118,6 +125,32 @@ class BuiltinTests(unittest.SynchronousTestCase):
         config = make_config(self.mktemp(), disabled=["jsonl"],
                              outputs={"jsonl": {"path": self.mktemp()}})
         self.assertEqual(PluginHost(config, MemoryReactorClock()).runners, [])
+
+
+class ShippedConfigTests(unittest.SynchronousTestCase):
+    """
+    config.yaml ships with every output commented out, and the commented
+    examples restate the defaults.
+    """
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "config.yaml")
+
+    def test_no_output_on(self):
+        config = load_config(self.path)
+        self.assertEqual((config.outputs.jsonl, config.outputs.mqtt), (None, None))
+
+    def test_commented_examples_are_the_defaults(self):
+        with open(self.path, encoding="utf-8") as f:
+            text = f.read()
+        start = text.index("\noutputs:\n") + 1
+        block = text[start:text.index("\n# ---", start)]
+        uncommented = "\n".join(
+            line.replace("  # ", "  ", 1) if re.match(r"^  # (jsonl|mqtt|  )", line) else line
+            for line in block.splitlines())
+        outputs = config_from_string(uncommented, "config.yaml").outputs
+        self.assertEqual(outputs.jsonl, JsonlConfig())
+        self.assertEqual(outputs.mqtt, MqttConfig())
 
 
 class DirectoryTests(unittest.SynchronousTestCase):
