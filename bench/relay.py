@@ -136,7 +136,7 @@ class Run:
     """
 
     def __init__(self, scenario, target, workdir, profile=None):
-        self.profile = profile if target == "grott" else None
+        self.profile = profile if target != "direct" else None
         self.name = scenario
         self.spec = SCENARIOS[scenario]
         self.target = target
@@ -240,15 +240,15 @@ class Run:
 
     def start_profiler(self):
         """
-        py-spy on grott for the window (its CPU share is then not grott's):
-        collapsed stacks to PROFILE-SCENARIO.txt.
+        py-spy on the relay for the window (it slows the relay down):
+        collapsed stacks to PROFILE-SCENARIO-TARGET.txt.
         """
         if self.profile is None:
             return None
         pyspy = os.environ.get("PYSPY") or shutil.which("py-spy")
         if pyspy is None:
             raise BenchError("--profile needs py-spy (pip install py-spy, or PYSPY=/path)")
-        out = f"{self.profile}-{self.name}.txt"
+        out = f"{self.profile}-{self.name}-{self.target}.txt"
         return subprocess.Popen(
             [pyspy, "record", "--nonblocking", "--format", "raw", "--rate", "250",
              "-d", str(int(self.spec["duration"])), "-o", out, "-p", str(self.procs["relay"].pid)],
@@ -282,7 +282,9 @@ class Run:
                 "records_per_cpu_second": round(records / relay_cpu) if relay_cpu else None,
                 "peak_rss_mb": round(mem["VmHWM"] / 2**20, 1),
                 "rss_mb_before_load": round(self.baseline["VmRSS"] / 2**20, 1),
-                "rss_kb_per_connection": round(growth / 1024 / max(1, result["dataloggers"]), 1),
+                # Page-granular noise swamps this below a few hundred connections.
+                "rss_kb_per_connection": (round(growth / 1024 / result["dataloggers"], 1)
+                                          if result["dataloggers"] >= 100 else None),
             })
         return out
 
@@ -368,19 +370,37 @@ def ratios(runs):
     return out
 
 
-def run_scenario(name, workdir, targets=TARGETS, profile=None):
-    runs = {}
+def run_scenario(name, workdir, targets=TARGETS, profile=None, repeat=1):
+    """
+    Run C{name} against each target, C{repeat} rounds interleaved; each
+    target's figures are those of its median round by throughput (other
+    work on the machine moves single runs by 10-20%).
+    """
+    rounds = {target: [] for target in targets}
     errors = {}
-    for target in targets:
-        run = Run(name, target, workdir, profile)
-        try:
-            run.start()
-            runs[target] = run.measure()
-        except BenchError as e:
-            errors[target] = str(e) + run.log_tails()
-        finally:
-            run.stop()
-        time.sleep(1.0)
+    for _ in range(repeat):
+        for target in targets:
+            run = Run(name, target, workdir, profile)
+            try:
+                run.start()
+                rounds[target].append(run.measure())
+            except BenchError as e:
+                errors[target] = str(e) + run.log_tails()
+            finally:
+                run.stop()
+            time.sleep(1.0)
+    runs = {}
+    for target, results in rounds.items():
+        if not results:
+            continue
+        ordered = sorted(results, key=lambda r: r["records_per_second"])
+        runs[target] = dict(ordered[(len(ordered) - 1) // 2])
+        if repeat > 1:
+            runs[target]["rounds"] = {
+                "records_per_second": [r["records_per_second"] for r in results],
+                "p99_ms": [r["latency_ms"]["p99"] for r in results],
+                "cpu_ms_per_1000": [r.get("cpu_ms_per_1000") for r in results],
+            }
     spec = SCENARIOS[name]
     line = {
         "scenario": name,
@@ -390,6 +410,7 @@ def run_scenario(name, workdir, targets=TARGETS, profile=None):
                     if spec["mode"] == "rate" else
                     f"{spec['count']} x next record as soon as the ack is back"),
         "window_seconds": spec["duration"],
+        "rounds": repeat,
         "grott_decodes": _decodes(workdir),
         **{target: runs.get(target) for target in targets},
         "ratios": ratios(runs),
@@ -412,8 +433,13 @@ def main(argv=None):
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help="comma-separated, from " + ",".join(TARGETS + EXTRA_TARGETS))
     parser.add_argument("--results", default=RESULTS, help="where the JSON lines go")
+    parser.add_argument("--workdir", help="keep configs and process logs here (default: a "
+                                             "temporary directory, removed afterwards)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds per target, interleaved; the median round is reported "
+                             "(each round adds the scenario's time again)")
     parser.add_argument("--profile", metavar="PREFIX",
-                        help="py-spy grott during each window: PREFIX-SCENARIO.txt "
+                        help="py-spy the relays during each window: PREFIX-SCENARIO-TARGET.txt "
                              "(collapsed stacks; slows grott, do not quote its figures)")
     options = parser.parse_args(argv)
     targets = tuple(t for t in options.targets.split(",") if t)
@@ -425,9 +451,14 @@ def main(argv=None):
     sys.path.insert(0, ROOT)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     lines = []
-    with tempfile.TemporaryDirectory(prefix="grott-bench-") as workdir:
+    if options.workdir:
+        os.makedirs(options.workdir, exist_ok=True)
+        place = contextlib.nullcontext(os.path.abspath(options.workdir))
+    else:
+        place = tempfile.TemporaryDirectory(prefix="grott-bench-")
+    with place as workdir:
         for name in names:
-            line = run_scenario(name, workdir, targets, options.profile)
+            line = run_scenario(name, workdir, targets, options.profile, options.repeat)
             sys.stdout.write(json.dumps(line) + "\n")
             sys.stdout.flush()
             lines.append(line)
