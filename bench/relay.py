@@ -233,7 +233,11 @@ class Run:
         result = self.event()
         after = self.sample()
         if profiler is not None:
-            profiler.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+            try:
+                profiler.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+                profiler.wait()
         if result.get("event") != "result":
             raise BenchError(f"unexpected {result}")
         return self.figures(connected, result, before, after)
