@@ -10,11 +10,16 @@ address unless told to.
 """
 
 from grott.codec import (
-    TO_DATALOGGER, CodecError, ConfigSetRequest, InverterWriteMultiRequest,
-    InverterWriteRequest, RecordType, parse_body,
+    TO_DATALOGGER,
+    CodecError,
+    ConfigSetRequest,
+    InverterWriteMultiRequest,
+    InverterWriteRequest,
+    RecordType,
+    parse_body,
 )
 
-__all__ = ["CloudCommandPolicy", "SERVER_ADDRESS_REGISTERS"]
+__all__ = ["SERVER_ADDRESS_REGISTERS", "CloudCommandPolicy"]
 
 #: Datalogger configuration registers that re-point it: IP, port, host name.
 SERVER_ADDRESS_REGISTERS = frozenset({17, 18, 19})

@@ -21,21 +21,30 @@ reading stops the other side's reads, and memory per connection stays at
 one kernel buffer plus at most one packet in each framer.
 """
 
+import datetime
+
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from twisted.protocols.policies import TimeoutMixin
-
-import datetime
+from zope.interface import implementer
 
 from grott import logs
 from grott.codec import (
-    COMMANDS, CodecError, ConfigSetRequest, Framer, Garbage, RecordType, build, build_ack,
+    COMMANDS,
+    CodecError,
+    ConfigSetRequest,
+    Framer,
+    Garbage,
+    RecordType,
+    build,
+    build_ack,
 )
 from grott.logs import Logger
 from grott.policy import CloudCommandPolicy, describe
 from grott.session import CLOSED, CONNECTED, CONNECTING, FAILED, NONE, Session
 
-__all__ = ["ProxyFactory", "DataloggerProtocol", "UpstreamProtocol"]
+__all__ = ["DataloggerProtocol", "ProxyFactory", "UpstreamProtocol"]
 
 FROM_DATALOGGER = "datalogger->server"
 TO_DATALOGGER = "server->datalogger"
@@ -62,6 +71,28 @@ def _peer(transport):
     if host is None:
         return str(getattr(address, "name", None) or address)
     return f"{host}:{address.port}"
+
+
+@implementer(IPushProducer)
+class _Throttle:
+    """
+    The datalogger transport as the upstream transport's producer, minus
+    C{stopProducing}: a transport that loses its connection stops its
+    producer, and a dead cloud must not close the datalogger when grott is
+    about to answer it locally.  The relay closes both sides itself.
+    """
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    def pauseProducing(self):
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
 
 
 class UpstreamProtocol(Protocol):
@@ -300,7 +331,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
                 self._remember(packet)
         if pending:
             upstream.transport.writeSequence([data for data, packet in pending])
-        upstream.transport.registerProducer(self.transport, True)
+        upstream.transport.registerProducer(_Throttle(self.transport), True)
         self.transport.registerProducer(upstream.transport, True)
         self.transport.resumeProducing()
         self.log.debug("datalogger from {peer}: upstream {upstream} connected",

@@ -35,7 +35,7 @@ from grott.registers import Decoder
 from grott.session import Registry
 from grott.stats import StatsService, report_lines
 
-__all__ = ["makeService", "GrottService", "ProxyService"]
+__all__ = ["GrottService", "ProxyService", "makeService"]
 
 #: Seconds shutdown waits for sessions to close before going on.
 SHUTDOWN_DEADLINE = 3.0

@@ -11,7 +11,7 @@ import itertools
 
 from grott.codec import RecordType
 
-__all__ = ["Session", "Registry"]
+__all__ = ["Registry", "Session"]
 
 _ids = itertools.count(1)
 

@@ -12,7 +12,7 @@ from twisted.application import service
 
 from grott.logs import Logger
 
-__all__ = ["report_lines", "StatsService"]
+__all__ = ["StatsService", "report_lines"]
 
 
 def report_lines(registry, now, extra=()):

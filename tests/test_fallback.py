@@ -12,8 +12,17 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from grott.codec import (
-    ConfigSetRequest, FROM_DATALOGGER, InverterReadRequest, InverterWriteRequest, RecordType,
-    TO_DATALOGGER, build, build_ack, frame_all, parse_body, parse_packet,
+    FROM_DATALOGGER,
+    TO_DATALOGGER,
+    ConfigSetRequest,
+    InverterReadRequest,
+    InverterWriteRequest,
+    RecordType,
+    build,
+    build_ack,
+    frame_all,
+    parse_body,
+    parse_packet,
 )
 from grott.policy import CloudCommandPolicy
 from grott.proxy import CLOUD_FREE, LOCAL, RELAYING, ProxyFactory

@@ -7,12 +7,11 @@ import os
 import signal
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
 from grott import logs
 from grott.codec import build_ack, build_packet, parse_packet
