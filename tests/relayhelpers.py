@@ -11,7 +11,26 @@ from twisted.internet.protocol import Factory, Protocol
 from grott.codec import ACKNOWLEDGED, Framer, Garbage, build_ack
 
 
-class Recorder(Protocol):
+class _Waiting:
+    """Deferreds that fire once C{received} holds at least N bytes."""
+
+    def _check(self):
+        still = []
+        for size, d in self.waiters:
+            if len(self.received) >= size:
+                d.callback(self.received)
+            else:
+                still.append((size, d))
+        self.waiters = still
+
+    def waitFor(self, size):
+        d = defer.Deferred()
+        self.waiters.append((size, d))
+        self._check()
+        return d
+
+
+class Recorder(_Waiting, Protocol):
     """
     One accepted connection: keeps every byte, acks register records when
     the factory says so, and fires Deferreds when enough bytes arrived.
@@ -36,21 +55,6 @@ class Recorder(Protocol):
                     self.transport.write(build_ack(item))
         self._check()
 
-    def _check(self):
-        still = []
-        for size, d in self.waiters:
-            if len(self.received) >= size:
-                d.callback(self.received)
-            else:
-                still.append((size, d))
-        self.waiters = still
-
-    def waitFor(self, size):
-        d = defer.Deferred()
-        self.waiters.append((size, d))
-        self._check()
-        return d
-
     def connectionLost(self, reason):
         self.lost.callback(None)
 
@@ -70,7 +74,7 @@ class RecorderFactory(Factory):
         return d
 
 
-class Client(Protocol):
+class Client(_Waiting, Protocol):
     """
     A datalogger stand-in that sends raw bytes and records what comes back.
     """
@@ -82,21 +86,7 @@ class Client(Protocol):
 
     def dataReceived(self, data):
         self.received += data
-        still = []
-        for size, d in self.waiters:
-            if len(self.received) >= size:
-                d.callback(self.received)
-            else:
-                still.append((size, d))
-        self.waiters = still
-
-    def waitFor(self, size):
-        d = defer.Deferred()
-        if len(self.received) >= size:
-            d.callback(self.received)
-        else:
-            self.waiters.append((size, d))
-        return d
+        self._check()
 
     def connectionLost(self, reason):
         self.lost.callback(None)
