@@ -259,6 +259,24 @@ class OutputsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ControlConfig:
+    """
+    The control plane (grott.control): what may be written, and MQTT
+    request/reply.
+    """
+
+    #: Write any holding / datalogger register, not only the family's
+    #: documented settings (17-19 stay protected by proxy.protect_server_address).
+    allow_raw_writes: bool = _field(False)
+    #: Answer requests on TOPIC_PREFIX/<datalogger>/request (needs outputs.mqtt).
+    mqtt: bool = _field(False)
+    #: First topic level of request, reply and status topics.
+    topic_prefix: str = _field("grott", _topic)
+    #: This grott's name in the status topic ("": the host name).
+    instance_id: str = _field("")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """
     The whole configuration.  C{source} is the file it came from.
@@ -266,6 +284,7 @@ class Config:
 
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
     command: CommandConfig = dataclasses.field(default_factory=CommandConfig)
+    control: ControlConfig = dataclasses.field(default_factory=ControlConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     plugins: PluginsConfig = dataclasses.field(default_factory=PluginsConfig)
     #: Built-in outputs (jsonl, mqtt); a section present turns it on.
@@ -340,6 +359,9 @@ def config_from_dict(data, source="<config>"):
         config = _build(Config, data, "")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    if config.control.mqtt and config.outputs.mqtt is None:
+        raise ConfigError(f"{source}: control.mqtt: needs outputs.mqtt (the broker connection "
+                          "it uses)")
     return dataclasses.replace(config, source=source)
 
 

@@ -6,6 +6,7 @@ The service tree: what runs, wired together.
      +- plugins    plugin host: a bounded queue per plugin, thread pool, outputs
      +- proxy      datalogger listener (strports) -> per-datalogger upstream
      +- stats      the session report on SIGUSR1
+     +- control    MQTT request/reply for the control plane (control.mqtt)
      +- command    the admin socket (LineReceiver)
 
 Children stop in reverse: the proxy stops taking data before the plugins
@@ -27,7 +28,9 @@ from twisted.internet.error import CannotListenError
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import ConfigError
+from grott.control import Control
 from grott.logs import Logger, LoggingService
+from grott.mqttcontrol import MqttControl
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
 from grott.proxy import ProxyFactory
@@ -144,6 +147,17 @@ def validate(config):
     makeDecoder(config)
 
 
+def _mqtt_output(config, plugins):
+    """
+    The running mqtt output, whose connection the control plane shares.
+    """
+    for runner in plugins.runners:
+        if runner.name == "mqtt" and hasattr(runner.plugin, "subscribe"):
+            return runner.plugin
+    raise ConfigError(f"{config.source}: control.mqtt: the mqtt output is not running "
+                      "(check outputs.mqtt and plugins.enabled/disabled)")
+
+
 def makeService(config, reactor):
     """
     Build the grott service tree for C{config} on C{reactor}.
@@ -162,6 +176,8 @@ def makeService(config, reactor):
     upstream = None if proxyConfig.upstream == "none" else \
         clientFromString(reactor, proxyConfig.upstream)
     commands = CommandDispatcher(registry, reactor, timeout=config.command.timeout)
+    control = Control(commands, allow_raw_writes=config.control.allow_raw_writes,
+                      protect_server_address=config.proxy.protect_server_address)
     factory = ProxyFactory(
         upstream, registry, reactor,
         commands=commands,
@@ -182,9 +198,18 @@ def makeService(config, reactor):
     proxy.setName("proxy")
     proxy.setServiceParent(top)
 
+    extra = [commands.report_lines, control.report_lines, partial(plugin_lines, plugins)]
+    mqttControl = None
+    if config.control.mqtt:
+        mqttControl = MqttControl(control, _mqtt_output(config, plugins), registry,
+                                  prefix=config.control.topic_prefix,
+                                  instance_id=config.control.instance_id)
+        mqttControl.setName("control")
+        mqttControl.setServiceParent(top)
+        extra.insert(2, mqttControl.report_lines)
+
     def report():
-        return report_lines(registry, reactor.seconds(),
-                            extra=[commands.report_lines, partial(plugin_lines, plugins)])
+        return report_lines(registry, reactor.seconds(), extra=extra)
 
     stats = StatsService(report, reactor)
     stats.setName("stats")
@@ -192,11 +217,14 @@ def makeService(config, reactor):
     if config.command.listen != "none":
         # strports: a command port in use stops start-up like the proxy's.
         admin = strports.service(config.command.listen,
-                                 CommandFactory(commands, report, listen=config.command.listen),
+                                 CommandFactory(commands, report, listen=config.command.listen,
+                                                control=control),
                                  reactor=reactor)
         admin.setName("command")
         admin.setServiceParent(top)
     top.commands = commands
+    top.control = control
+    top.mqttControl = mqttControl
     top.registry = registry
     top.report = report
     return top

@@ -10,6 +10,7 @@ without touching transports.
 import itertools
 
 from grott.codec import RecordType
+from grott.logs import Logger
 
 __all__ = ["Registry", "Session"]
 
@@ -44,6 +45,8 @@ class Session:
         self.inverters = {}
         #: inverter serial -> device type code from its last announce
         self.device_type_codes = {}
+        #: the inverter family of the last decoded record (None: not yet known)
+        self.family = None
         self.protocol = None
         self.upstream_state = CONNECTING
         self.mode = "relaying"
@@ -105,6 +108,8 @@ class Session:
         Remember what a decoded record says about the inverter.
         """
         self.records += 1
+        if record.family:
+            self.family = record.family
         if record.record_type == RecordType.ANNOUNCE and record.device_type_code is not None:
             self.device_type_codes[record.inverter_serial] = record.device_type_code
 
@@ -143,12 +148,24 @@ class Registry:
     The live sessions, by connection and by datalogger serial.
     """
 
+    log = Logger()
+
     def __init__(self):
         self._sessions = {}
         self._by_serial = {}
         self.total_connections = 0
         self.rejected = 0
         self.replaced = 0
+        #: callables (session, online: bool) told when a datalogger serial
+        #: gets a connection and when its connection ends (MQTT status).
+        self.listeners = []
+
+    def _tell(self, session, online):
+        for listener in list(self.listeners):
+            try:
+                listener(session, online)
+            except Exception:  # noqa: BLE001 - a listener's bug must not break the relay
+                self.log.failure("registry listener failed")
 
     def __len__(self):
         return len(self._sessions)
@@ -165,6 +182,7 @@ class Registry:
         serial = session.datalogger_serial
         if serial is not None and self._by_serial.get(serial) is session:
             del self._by_serial[serial]
+            self._tell(session, False)
 
     def claim(self, session):
         """
@@ -176,6 +194,7 @@ class Registry:
         serial = session.datalogger_serial
         old = self._by_serial.get(serial)
         self._by_serial[serial] = session
+        self._tell(session, True)
         if old is not None and old is not session:
             self.replaced += 1
             return old

@@ -108,6 +108,8 @@ class MqttOutput:
         self._announced = {}
         self._shared_topic_warned = False
         self._disconnected = None
+        #: topic filter -> qos, renewed on every connect (see subscribe)
+        self._subscriptions = {}
 
     # -- paho's thread: hop to the reactor, nothing else
 
@@ -143,6 +145,8 @@ class MqttOutput:
             self._announced.clear()
         self._ever_connected = True
         self.client.publish(self.availability_topic, "online", qos=1, retain=True)
+        for topic, qos in self._subscriptions.items():
+            self.client.subscribe(topic, qos)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -189,12 +193,13 @@ class MqttOutput:
         self._waiters.append(d)
         return d
 
-    def _publish(self, topic, payload, qos, retain):
+    def _publish(self, topic, payload, qos, retain, properties=None):
         """
         A Deferred firing True once the broker has the message, or False if
         it must be sent again.
         """
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain,
+                                   properties=properties)
         if info.rc == paho.MQTT_ERR_NO_CONN and qos == 0:
             self.connected = False
             return defer.succeed(False)
@@ -242,6 +247,31 @@ class MqttOutput:
                 "so Home Assistant keeps their sensors apart", topic=topic)
         qos = max(1, self.settings.qos)
         return [(t, jsonenc.dumps(config), qos, True) for t, config in new]
+
+    # -- for other parts of grott (the control plane's request/reply topics)
+
+    def subscribe(self, topic, callback, qos=1):
+        """
+        Call C{callback(message)} (a paho C{MQTTMessage}) on the reactor
+        thread for every message matching the filter C{topic}.  The
+        subscription is renewed on every connect (sessions are clean).
+        """
+        reactor = self.reactor
+        self.client.message_callback_add(
+            topic, lambda client, userdata, message: reactor.callFromThread(callback, message))
+        self._subscriptions[topic] = qos
+        if self.connected:
+            self.client.subscribe(topic, qos)
+
+    def publish(self, topic, payload, qos=1, retain=False, properties=None):
+        """
+        Publish one message, waiting for the connection if it is down.
+
+        @param properties: MQTT 5 properties (paho C{Properties}) or None.
+        @return: a Deferred firing once the broker has the message.
+        """
+        return defer.Deferred.fromCoroutine(
+            self._send([(topic, payload, qos, retain, properties)]))
 
     # -- service hooks
 

@@ -1,0 +1,304 @@
+"""
+The control plane over MQTT: JSON requests on C{PREFIX/<datalogger>/request},
+one JSON reply for each on C{PREFIX/<datalogger>/reply} (and on the MQTT 5
+response topic, with the correlation data, when the request names one), and
+a retained C{PREFIX/<datalogger>/status} saying whether the datalogger is
+connected to this grott.
+
+Requests (C{id} is echoed back; any string or number):
+
+    {"id": "1", "op": "read", "register": 3, "count": 1}
+    {"id": "2", "op": "write", "register": 3, "value": 80}
+    {"id": "3", "op": "write", "register": 1080, "values": [1536, 2048, 1]}
+    {"id": "4", "op": "dread", "register": 4}
+    {"id": "5", "op": "dwrite", "register": 4, "value": "1"}
+    {"id": "6", "op": "set", "setting": "active_power_rate", "value": 50}
+    {"id": "7", "op": "get", "setting": "active_power_rate"}
+
+Replies: C{{"id": ..., "ok": true, "registers": {"3": 80}}} (plus
+C{"setting"} and C{"value"} for set/get) or C{{"id": ..., "ok": false,
+"error": "text"}}.  Every request gets exactly one reply, whatever goes
+wrong: bad JSON (the id is still picked out of the text when it can be), an
+unknown datalogger, a refused write, a timeout.
+
+The parsing (L{parse_request}, L{reply_for}) is plain functions; the
+L{MqttControl} service only ties them to the MQTT connection of the mqtt
+output (L{grott.outputs.mqtt.MqttOutput.subscribe} / C{publish}) and to the
+L{grott.control.Control}.
+"""
+
+import json
+import re
+import socket
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from twisted.application import service
+from twisted.internet import defer
+
+from grott.commands import CommandError
+from grott.control import Mismatch
+from grott.logs import Logger
+
+__all__ = ["BadRequest", "MqttControl", "Request", "parse_request", "status_payload"]
+
+#: The longest request payload read (bytes).
+MAX_REQUEST = 8192
+_OPS = ("read", "write", "dread", "dwrite", "set", "get")
+_ID = re.compile(r'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)')
+
+
+class BadRequest(CommandError):
+    """A request that cannot be carried out as written."""
+
+
+class Request:
+    """A parsed request: C{op} and its arguments, and the C{id} to echo."""
+
+    def __init__(self, id, op, args):
+        self.id = id
+        self.op = op
+        self.args = args
+
+
+def _readable_id(text):
+    """The id of a request that is not valid JSON, if it can be seen."""
+    match = _ID.search(text)
+    if match is None:
+        return None
+    try:
+        return json.loads(match.group(1))
+    except ValueError:
+        return None
+
+
+def _int(request, key, default=None):
+    value = request.get(key, default)
+    if value is None:
+        raise BadRequest(f"missing {key!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{key!r} must be a whole number, not {value!r}")
+    return value
+
+
+def parse_request(payload):
+    """
+    Read a request payload (bytes).
+
+    @return: a L{Request}.
+    @raise BadRequest: with C{.id} set to whatever id could be read.
+    """
+    request_id = None
+    try:
+        if len(payload) > MAX_REQUEST:
+            raise BadRequest(f"request of {len(payload)} bytes is longer than {MAX_REQUEST}")
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        error = BadRequest("the request is not UTF-8 text")
+        error.id = None
+        raise error from None
+    except BadRequest as error:
+        error.id = None
+        raise
+    try:
+        request = json.loads(text)
+    except ValueError as e:
+        error = BadRequest(f"bad JSON: {e}")
+        error.id = _readable_id(text)
+        raise error from None
+    if isinstance(request, dict):
+        request_id = request.get("id")
+        if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+            request_id = None
+    try:
+        if not isinstance(request, dict):
+            raise BadRequest("the request must be a JSON object")
+        op = request.get("op")
+        if op not in _OPS:
+            raise BadRequest(f"unknown op {op!r} (known: {', '.join(_OPS)})")
+        if op == "read":
+            args = (_int(request, "register"), _int(request, "count", 1))
+        elif op == "write":
+            register = _int(request, "register")
+            if "values" in request:
+                values = request["values"]
+                if not isinstance(values, list) or not values or any(
+                        isinstance(v, bool) or not isinstance(v, int) for v in values):
+                    raise BadRequest("'values' must be a list of whole numbers")
+            else:
+                values = [_int(request, "value")]
+            args = (register, values)
+        elif op == "dread":
+            args = (_int(request, "register"),)
+        elif op == "dwrite":
+            value = request.get("value")
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise BadRequest("'value' must be text")
+            args = (_int(request, "register"), str(value))
+        else:
+            name = request.get("setting")
+            if not isinstance(name, str) or not name:
+                raise BadRequest("missing 'setting'")
+            if op == "set":
+                if "value" not in request:
+                    raise BadRequest("missing 'value'")
+                args = (name, request["value"])
+            else:
+                args = (name,)
+    except BadRequest as error:
+        error.id = request_id
+        raise
+    return Request(request_id, op, args)
+
+
+def status_payload(session, online, instance):
+    """The retained status document of a datalogger."""
+    return {
+        "status": "online" if online else "offline",
+        "datalogger": session.datalogger_serial,
+        "inverter": session.inverter_serial,
+        "protocol": session.protocol,
+        "instance": instance,
+    }
+
+
+def _registers(values):
+    return {str(register): value for register, value in values.items()}
+
+
+class MqttControl(service.Service):
+    """
+    Answers control requests arriving through the mqtt output's connection.
+
+    @param mqtt: the running L{grott.outputs.mqtt.MqttOutput}.
+    @param registry: the proxy's L{grott.session.Registry} (for status).
+    """
+
+    log = Logger()
+
+    def __init__(self, control, mqtt, registry, prefix="grott", instance_id=""):
+        self.control = control
+        self.mqtt = mqtt
+        self.registry = registry
+        self.prefix = prefix
+        self.instance = instance_id or socket.gethostname()
+        self.v5 = mqtt.settings.protocol == "5"
+        self.counts = {"requests": 0, "replies": 0, "errors": 0}
+        self._online = {}
+
+    def startService(self):
+        service.Service.startService(self)
+        self.mqtt.subscribe(f"{self.prefix}/+/request", self.received)
+        self.registry.listeners.append(self._changed)
+        for session in self.registry.sorted():
+            if session.datalogger_serial is not None \
+                    and self.registry.by_serial(session.datalogger_serial) is session:
+                self._changed(session, True)
+        self.log.info("control: MQTT requests on {topic}", topic=f"{self.prefix}/+/request")
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._changed in self.registry.listeners:
+            self.registry.listeners.remove(self._changed)
+        # The sessions are about to close; say so while the connection is up.
+        sent = [self._publish_status(session, False) for session in list(self._online.values())]
+        self._online.clear()
+        return defer.DeferredList(sent, consumeErrors=True)
+
+    def report_lines(self):
+        c = self.counts
+        return [(f"  control mqtt: requests={c['requests']} replies={c['replies']} "
+                 f"errors={c['errors']}")]
+
+    # ---------------------------------------------------------------- status
+
+    def _changed(self, session, online):
+        if online:
+            self._online[session.datalogger_serial] = session
+        elif self._online.get(session.datalogger_serial) is session:
+            del self._online[session.datalogger_serial]
+        self._publish_status(session, online)
+
+    def _publish_status(self, session, online):
+        payload = json.dumps(status_payload(session, online, self.instance))
+        d = self.mqtt.publish(f"{self.prefix}/{session.datalogger_serial}/status", payload,
+                              qos=1, retain=True)
+        d.addErrback(lambda f: self.log.failure("control: publishing a status failed", f))
+        return d
+
+    # ---------------------------------------------------------------- requests
+
+    def received(self, message):
+        """
+        One request (a paho C{MQTTMessage}); its reply is published later.
+        """
+        self.counts["requests"] += 1
+        topic = message.topic
+        serial = topic[len(self.prefix) + 1:-len("/request")]
+        response_topic = correlation = None
+        properties = getattr(message, "properties", None)
+        if properties is not None:
+            response_topic = getattr(properties, "ResponseTopic", None)
+            correlation = getattr(properties, "CorrelationData", None)
+        d = defer.Deferred.fromCoroutine(self._answer(serial, topic, message.payload))
+        d.addErrback(self._internal_error)
+        d.addCallback(self._reply, serial, response_topic, correlation)
+        return d
+
+    async def _answer(self, serial, topic, payload):
+        try:
+            request = parse_request(payload)
+        except BadRequest as e:
+            self.log.info("control: bad request on {topic}: {error}", topic=topic, error=str(e))
+            return {"id": e.id, "ok": False, "error": str(e)}
+        who = f"mqtt {topic}"
+        if isinstance(request.args, tuple) and request.op in ("write", "dwrite", "set"):
+            client = None
+            try:
+                client = json.loads(payload).get("client")
+            except (ValueError, AttributeError):
+                pass
+            if isinstance(client, str) and client:
+                who = f"mqtt client {client[:64]} via {topic}"
+        control = self.control
+        try:
+            if request.op == "read":
+                answer = {"registers": _registers(await control.read(serial, *request.args))}
+            elif request.op == "write":
+                answer = {"registers": _registers(await control.write(serial, *request.args, who))}
+            elif request.op == "dread":
+                answer = {"registers": _registers(await control.dread(serial, *request.args))}
+            elif request.op == "dwrite":
+                answer = {"registers": _registers(await control.dwrite(serial, *request.args, who))}
+            else:
+                if request.op == "set":
+                    result = await control.set(serial, *request.args, who)
+                else:
+                    result = await control.get(serial, *request.args)
+                answer = {"setting": result["setting"], "value": result["value"],
+                          "registers": _registers(result["registers"])}
+        except Mismatch as e:
+            return {"id": request.id, "ok": False, "error": str(e),
+                    "registers": _registers(e.held)}
+        except CommandError as e:
+            return {"id": request.id, "ok": False, "error": str(e)}
+        return {"id": request.id, "ok": True, **answer}
+
+    def _internal_error(self, failure):
+        self.log.failure("control: an MQTT request failed", failure)
+        return {"id": None, "ok": False, "error": "internal error (see grott's log)"}
+
+    def _reply(self, reply, serial, response_topic, correlation):
+        if not reply.get("ok"):
+            self.counts["errors"] += 1
+        self.counts["replies"] += 1
+        payload = json.dumps(reply)
+        sent = [self.mqtt.publish(f"{self.prefix}/{serial}/reply", payload, qos=1)]
+        if self.v5 and response_topic:
+            properties = Properties(PacketTypes.PUBLISH)
+            if correlation is not None:
+                properties.CorrelationData = correlation
+            sent.append(self.mqtt.publish(response_topic, payload, qos=1, properties=properties))
+        d = defer.gatherResults(sent, consumeErrors=True)
+        d.addErrback(lambda f: self.log.failure("control: publishing a reply failed", f))
+        return d
