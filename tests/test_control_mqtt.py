@@ -15,7 +15,6 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from grott.config import ConfigError, config_from_string
 from grott.mqttcontrol import BadRequest, MqttControl, parse_request
-from grott.outputs.mqtt import _in_thread
 from grott.pluginhost import PluginHost
 from grott.service import makeService
 from grott.simulator import DataloggerFactory, DataloggerSpec
@@ -25,11 +24,11 @@ from tests.test_commands_loopback import TIMEOUT, HoldingFactory, _endpoint
 from tests.test_control_loopback import ControlLoopbackBase
 
 
-class Requester:
+class Requester(mosquitto.Subscriber):
     """
     A user's MQTT client: publishes requests (MQTT 5, optionally with a
     response topic and correlation data) and collects every message on the
-    topics it subscribed to, with their properties.
+    topics it subscribed to as (topic, payload, retain, properties).
     """
 
     def __init__(self, port, topics, v5=True):
@@ -37,33 +36,15 @@ class Requester:
         self._waiters = []
         self.subscribed = defer.Deferred()
         self.v5 = v5
+        self.topics = topics
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
                                   protocol=paho.MQTTv5 if v5 else paho.MQTTv311)
-        self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
+        self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: reactor.callFromThread(self._suback)
         self.client.on_message = lambda c, u, m: reactor.callFromThread(
             self._got, m.topic, m.payload, m.retain, getattr(m, "properties", None))
         self.client.connect_async("127.0.0.1", port)
         self.client.loop_start()
-
-    def _suback(self):
-        if not self.subscribed.called:
-            self.subscribed.callback(None)
-
-    def _got(self, topic, payload, retain, properties):
-        self.messages.append((topic, payload, retain, properties))
-        for entry in list(self._waiters):
-            predicate, d = entry
-            if predicate(self.messages):
-                self._waiters.remove(entry)
-                d.callback(self.messages)
-
-    def wait_for(self, predicate):
-        if predicate(self.messages):
-            return defer.succeed(self.messages)
-        d = defer.Deferred()
-        self._waiters.append((predicate, d))
-        return d
 
     def send(self, topic, payload, response_topic=None, correlation=None):
         properties = None
@@ -90,9 +71,6 @@ class Requester:
         await self.wait_for(answered)
         return [r for r in self.replies(topic) if r.get("id") == request["id"]][-1]
 
-    def stop(self):
-        self.client.disconnect()
-        return _in_thread(reactor, self.client.loop_stop)
 
 
 class ParseTests(SynchronousTestCase):
