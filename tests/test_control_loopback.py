@@ -13,7 +13,7 @@ from grott import logs
 from grott.codec import RecordType
 from grott.control import Control
 from grott.registers import Decoder
-from grott.simulator import DataloggerFactory, SimulatedDatalogger
+from grott.testing.simulator import DataloggerFactory, SimulatedDatalogger
 from tests.test_commands_loopback import CommandLoopbackBase
 
 

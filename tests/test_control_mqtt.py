@@ -17,7 +17,7 @@ from grott.config import ConfigError, config_from_string
 from grott.mqttcontrol import BadRequest, MqttControl, parse_request
 from grott.pluginhost import PluginHost
 from grott.service import makeService
-from grott.simulator import DataloggerFactory, DataloggerSpec
+from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 from tests import mosquitto
 from tests.pluginhelpers import make_config
 from tests.test_commands_loopback import TIMEOUT, HoldingFactory, _endpoint
