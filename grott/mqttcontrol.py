@@ -189,17 +189,17 @@ class MqttControl(service.Service):
     def startService(self):
         service.Service.startService(self)
         self.mqtt.subscribe(f"{self.prefix}/+/request", self.received)
-        self.registry.listeners.append(self._changed)
+        self.registry.observers.append(self)
         for session in self.registry.sorted():
             if session.datalogger_serial is not None \
                     and self.registry.by_serial(session.datalogger_serial) is session:
-                self._changed(session, True)
+                self.dataloggerConnected(session)
         self.log.info("control: MQTT requests on {topic}", topic=f"{self.prefix}/+/request")
 
     def stopService(self):
         service.Service.stopService(self)
-        if self._changed in self.registry.listeners:
-            self.registry.listeners.remove(self._changed)
+        if self in self.registry.observers:
+            self.registry.observers.remove(self)
         # The sessions are about to close; say so while the connection is up.
         sent = [self._publish_status(session, False) for session in list(self._online.values())]
         self._online.clear()
@@ -212,12 +212,16 @@ class MqttControl(service.Service):
 
     # ---------------------------------------------------------------- status
 
-    def _changed(self, session, online):
-        if online:
-            self._online[session.datalogger_serial] = session
-        elif self._online.get(session.datalogger_serial) is session:
+    def dataloggerConnected(self, session):
+        """A registry observer's hook: the datalogger is here."""
+        self._online[session.datalogger_serial] = session
+        self._publish_status(session, True)
+
+    def dataloggerDisconnected(self, session):
+        """A registry observer's hook: the datalogger's connection ended."""
+        if self._online.get(session.datalogger_serial) is session:
             del self._online[session.datalogger_serial]
-        self._publish_status(session, online)
+        self._publish_status(session, False)
 
     def _publish_status(self, session, online):
         payload = json.dumps(status_payload(session, online, self.instance))

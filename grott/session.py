@@ -146,26 +146,21 @@ _INVERTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.
 class Registry:
     """
     The live sessions, by connection and by datalogger serial.
+
+    @ivar observers: told C{dataloggerConnected(session)} when a datalogger
+        claims its serial and C{dataloggerDisconnected(session)} when its
+        current session goes (L{grott.interfaces.IGrottObserver}).
     """
 
     log = Logger()
 
     def __init__(self):
+        self.observers = []
         self._sessions = {}
         self._by_serial = {}
         self.total_connections = 0
         self.rejected = 0
         self.replaced = 0
-        #: callables (session, online: bool) told when a datalogger serial
-        #: gets a connection and when its connection ends (MQTT status).
-        self.listeners = []
-
-    def _tell(self, session, online):
-        for listener in list(self.listeners):
-            try:
-                listener(session, online)
-            except Exception:  # noqa: BLE001 - a listener's bug must not break the relay
-                self.log.failure("registry listener failed")
 
     def __len__(self):
         return len(self._sessions)
@@ -182,7 +177,14 @@ class Registry:
         serial = session.datalogger_serial
         if serial is not None and self._by_serial.get(serial) is session:
             del self._by_serial[serial]
-            self._tell(session, False)
+            self._tell("dataloggerDisconnected", session)
+
+    def _tell(self, event, session):
+        for observer in list(self.observers):
+            try:
+                getattr(observer, event)(session)
+            except Exception:  # noqa: BLE001 - an observer must not break the proxy
+                self.log.failure("{event} observer failed", event=event)
 
     def claim(self, session):
         """
@@ -194,7 +196,8 @@ class Registry:
         serial = session.datalogger_serial
         old = self._by_serial.get(serial)
         self._by_serial[serial] = session
-        self._tell(session, True)
+        if old is not session:
+            self._tell("dataloggerConnected", session)
         if old is not None and old is not session:
             self.replaced += 1
             return old
