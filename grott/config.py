@@ -274,6 +274,9 @@ class ControlConfig:
     topic_prefix: str = _field("grott", _topic)
     #: This grott's name in the status topic ("": the host name).
     instance_id: str = _field("")
+    #: Seconds between reads that refresh the Home Assistant settings
+    #: entities (control.mqtt with outputs.mqtt.discovery); 0 = never.
+    poll_interval: float = _field(600.0, _non_negative)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ The service tree: what runs, wired together.
      +- proxy      datalogger listener (strports) -> per-datalogger upstream
      +- stats      the session report on SIGUSR1
      +- control    MQTT request/reply for the control plane (control.mqtt)
+     +- control-entities  Home Assistant entities for the settings (+ discovery)
      +- command    the admin socket (LineReceiver)
 
 Children stop in reverse: the proxy stops taking data before the plugins
@@ -29,6 +30,7 @@ from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import ConfigError
 from grott.control import Control
+from grott.controlhass import ControlEntities
 from grott.logs import Logger, LoggingService
 from grott.mqttcontrol import MqttControl
 from grott.pluginhost import PluginHost
@@ -207,6 +209,13 @@ def makeService(config, reactor):
         mqttControl.setName("control")
         mqttControl.setServiceParent(top)
         extra.insert(2, mqttControl.report_lines)
+        if config.outputs.mqtt.discovery:
+            entities = ControlEntities(control, mqttControl.mqtt, registry, reactor,
+                                       prefix=config.control.topic_prefix,
+                                       discovery_prefix=config.outputs.mqtt.discovery_prefix,
+                                       poll_interval=config.control.poll_interval)
+            entities.setName("control-entities")
+            entities.setServiceParent(top)
 
     def report():
         return report_lines(registry, reactor.seconds(), extra=extra)

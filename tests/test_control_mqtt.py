@@ -113,6 +113,7 @@ class MqttControlBase(ControlLoopbackBase):
     skip = mosquitto.SKIP
     protocol = "5"
     timeout = 30
+    topics = ("grott/#", "me/replies")
 
     async def setUp(self):
         await ControlLoopbackBase.setUp(self)
@@ -126,8 +127,7 @@ class MqttControlBase(ControlLoopbackBase):
         mqtt = self.host.runners[0].plugin
         self.mqttControl = MqttControl(self.control, mqtt, self.registry, prefix="grott",
                                        instance_id="test-instance")
-        self.user = Requester(self.broker.port, ["grott/#", "me/replies"],
-                              v5=self.protocol == "5")
+        self.user = Requester(self.broker.port, self.topics, v5=self.protocol == "5")
         self.addCleanup(self.user.stop)
         await self.user.subscribed
         self.host.startService()
@@ -339,3 +339,15 @@ class ServiceWiringTests(TestCase):
                   if t == "site/a/SIMW000001/status"]
         self.assertEqual([s["status"] for s in status][-1], "offline")
         self.assertEqual(status[0]["instance"], "roof")
+
+    def test_entitiesOnlyWithDiscovery(self):
+        for discovery, expected in ((False, ["control"]), (True, ["control",
+                                                                  "control-entities"])):
+            config = config_from_string(
+                "proxy:\n  listen: tcp:0:interface=127.0.0.1\n  upstream: none\n"
+                f"plugins:\n  directory: {self.mktemp()}\n"
+                f"outputs:\n  mqtt:\n    discovery: {str(discovery).lower()}\n"
+                "control:\n  mqtt: true\n  poll_interval: 0\n")
+            top = makeService(config, reactor)
+            names = [child.name for child in top if child.name.startswith("control")]
+            self.assertEqual(names, expected)
