@@ -55,13 +55,16 @@ class Control:
     datalogger fail it with a L{CommandError} whose text is for users.
 
     @param now: returns epoch seconds (for clocks set to C{now}).
+    @param timezone: the inverters' local time zone (a C{tzinfo}, as
+        C{proxy.timezone}); None: this machine's.
     """
 
     log = Logger()
 
     def __init__(self, dispatcher, *, allow_raw_writes=False, protect_server_address=True,
-                 now=time.time):
+                 now=time.time, timezone=None):
         self.dispatcher = dispatcher
+        self.timezone = timezone
         self.allow_raw_writes = allow_raw_writes
         self.protect_server_address = protect_server_address
         self.now = now
@@ -143,7 +146,7 @@ class Control:
         try:
             setting = self._setting(serial, name)
             try:
-                words = setting.encode(value, now=self.now())
+                words = setting.encode(value, now=self.now(), tz=self.timezone)
             except catalogue.SettingError as e:
                 raise CommandError(str(e)) from None
         except CommandError as e:

@@ -297,6 +297,9 @@ class ControlEntities(service.Service):
 
     def received(self, message):
         """A command from Home Assistant (a paho C{MQTTMessage})."""
+        if message.retain:
+            # Replayed on every subscription: a command is carried out once.
+            return None
         parts = message.topic[len(self.prefix) + 1:].split("/")
         if len(parts) not in (4, 5) or parts[1] != "setting" or parts[-1] != "set":
             return None

@@ -55,10 +55,12 @@ class BadRequest(CommandError):
 class Request:
     """A parsed request: C{op} and its arguments, and the C{id} to echo."""
 
-    def __init__(self, id, op, args):
+    def __init__(self, id, op, args, client=None):
         self.id = id
         self.op = op
         self.args = args
+        #: who asks, as the request names itself (for the audit line)
+        self.client = client
 
 
 def _readable_id(text):
@@ -148,7 +150,9 @@ def parse_request(payload):
     except BadRequest as error:
         error.id = request_id
         raise
-    return Request(request_id, op, args)
+    client = request.get("client")
+    client = client[:64] if isinstance(client, str) and client else None
+    return Request(request_id, op, args, client)
 
 
 def status_payload(session, online, instance):
@@ -244,7 +248,14 @@ class MqttControl(service.Service):
         if properties is not None:
             response_topic = getattr(properties, "ResponseTopic", None)
             correlation = getattr(properties, "CorrelationData", None)
-        d = defer.Deferred.fromCoroutine(self._answer(serial, topic, message.payload))
+        if message.retain:
+            # A retained request is replayed on every (re)subscription: it
+            # was answered when it was new, it is not carried out again.
+            d = defer.succeed({"id": _readable_id(message.payload.decode("utf-8", "replace")),
+                               "ok": False, "error": "retained request ignored (publish "
+                               "requests without the retain flag)"})
+        else:
+            d = defer.Deferred.fromCoroutine(self._answer(serial, topic, message.payload))
         d.addErrback(self._internal_error)
         d.addCallback(self._reply, serial, response_topic, correlation)
         return d
@@ -255,15 +266,7 @@ class MqttControl(service.Service):
         except BadRequest as e:
             self.log.info("control: bad request on {topic}: {error}", topic=topic, error=str(e))
             return {"id": e.id, "ok": False, "error": str(e)}
-        who = f"mqtt {topic}"
-        if isinstance(request.args, tuple) and request.op in ("write", "dwrite", "set"):
-            client = None
-            try:
-                client = json.loads(payload).get("client")
-            except (ValueError, AttributeError):
-                pass
-            if isinstance(client, str) and client:
-                who = f"mqtt client {client[:64]} via {topic}"
+        who = f"mqtt client {request.client} via {topic}" if request.client else f"mqtt {topic}"
         control = self.control
         try:
             if request.op == "read":

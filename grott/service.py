@@ -178,8 +178,10 @@ def makeService(config, reactor):
     upstream = None if proxyConfig.upstream == "none" else \
         clientFromString(reactor, proxyConfig.upstream)
     commands = CommandDispatcher(registry, reactor, timeout=config.command.timeout)
+    timezone = None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone)
     control = Control(commands, allow_raw_writes=config.control.allow_raw_writes,
-                      protect_server_address=config.proxy.protect_server_address)
+                      protect_server_address=config.proxy.protect_server_address,
+                      now=lambda: reactor.seconds(), timezone=timezone)
     factory = ProxyFactory(
         upstream, registry, reactor,
         commands=commands,
@@ -194,7 +196,7 @@ def makeService(config, reactor):
         policy=CloudCommandPolicy(proxyConfig.cloud_commands,
                                   proxyConfig.protect_server_address),
         set_time=proxyConfig.set_time,
-        timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
+        timezone=timezone,
     )
     proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
     proxy.setName("proxy")

@@ -20,6 +20,7 @@ and a test keeps it current.  No I/O here.
 """
 
 import dataclasses
+import datetime
 import re
 import sys
 import time
@@ -78,13 +79,17 @@ class Setting:
 
     # ------------------------------------------------------------ values
 
-    def encode(self, value, now=None):
+    def encode(self, value, now=None, tz=None):
         """
         The register words for C{value} (a number, text, or for slots a
         mapping with start, end, enabled); L{SettingError} if it does not fit.
 
         @param now: epoch seconds, for a clock set to C{now}.
+        @param tz: the inverter's time zone (a C{tzinfo}) for C{now}; None:
+            this machine's local time.
         """
+        if self.kind == "clock":
+            return self._encode_clock(value, now, tz)
         return getattr(self, "_encode_" + self.kind)(value, now)
 
     def decode(self, words):
@@ -144,11 +149,14 @@ class Setting:
         state = {0: "off", 1: "on"}.get(flag, str(flag))
         return f"{_hhmm_text(start)}-{_hhmm_text(end)} {state}"
 
-    def _encode_clock(self, value, now):
+    def _encode_clock(self, value, now, tz=None):
         if str(value).strip().lower() == "now":
             if now is None:
                 raise SettingError(f"{self.name}: no clock to read 'now' from")
-            t = time.localtime(now)
+            if tz is None:
+                t = time.localtime(now)
+            else:
+                t = datetime.datetime.fromtimestamp(now, tz).timetuple()
         else:
             try:
                 t = time.strptime(str(value).strip(), "%Y-%m-%d %H:%M:%S")

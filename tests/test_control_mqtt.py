@@ -46,7 +46,7 @@ class Requester(mosquitto.Subscriber):
         self.client.connect_async("127.0.0.1", port)
         self.client.loop_start()
 
-    def send(self, topic, payload, response_topic=None, correlation=None):
+    def send(self, topic, payload, response_topic=None, correlation=None, retain=False):
         properties = None
         if self.v5 and (response_topic or correlation):
             properties = Properties(PacketTypes.PUBLISH)
@@ -56,7 +56,7 @@ class Requester(mosquitto.Subscriber):
                 properties.CorrelationData = correlation
         if not isinstance(payload, bytes):
             payload = json.dumps(payload)
-        self.client.publish(topic, payload, qos=1, properties=properties)
+        self.client.publish(topic, payload, qos=1, properties=properties, retain=retain)
 
     def replies(self, topic):
         return [json.loads(payload) for t, payload, _, _ in self.messages if t == topic]
@@ -130,10 +130,14 @@ class MqttControlBase(ControlLoopbackBase):
         self.user = Requester(self.broker.port, self.topics, v5=self.protocol == "5")
         self.addCleanup(self.user.stop)
         await self.user.subscribed
+        await self.beforeGrott()
         self.host.startService()
         self.mqttControl.startService()
         self.addCleanup(self.host.stopService)
         self.addCleanup(lambda: self.mqttControl.running and self.mqttControl.stopService())
+
+    async def beforeGrott(self):
+        """Runs once the user's client is subscribed, before grott connects."""
 
     async def online(self, serial, **kw):
         """A datalogger, once its retained status says online (grott subscribed by then)."""
@@ -284,6 +288,26 @@ class OpsTests(MqttControlBase):
         await self.user.wait_for(lambda m: any(
             t == "grott/SIMA000001/status" and json.loads(p)["status"] == "offline"
             for t, p, _, _ in m))
+
+
+class RetainedRequestTests(MqttControlBase):
+    async def beforeGrott(self):
+        self.user.send("grott/SIMA000001/request",
+                       {"id": "old", "op": "write", "register": 3, "value": 1}, retain=True)
+        self.user.send("grott/SIMA000001/setting/active_power_rate/set", b"1", retain=True)
+        # Both are stored once they come back to the user's own subscription.
+        await self.user.wait_for(lambda m: len([x for x in m if x[0].startswith(
+            "grott/SIMA000001/")]) == 2)
+
+    async def test_retainedRequestIsNotCarriedOut(self):
+        logger = await self.online("SIMA000001", family="min")
+        topic = "grott/SIMA000001/reply"
+        await self.user.wait_for(lambda m: self.user.replies(topic))
+        self.assertEqual(self.user.replies(topic), [{
+            "id": "old", "ok": False,
+            "error": "retained request ignored (publish requests without the retain flag)"}])
+        self.assertEqual(logger.state.inverter.holding[3], 100)
+        self.assertEqual(logger.state.stats.commands["inverter_write"], 0)
 
 
 class Mqtt311Tests(MqttControlBase):

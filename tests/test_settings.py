@@ -4,6 +4,7 @@ write: values to words and back, the writable lists, the generated docs.
 """
 
 import os
+from zoneinfo import ZoneInfo
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -65,6 +66,8 @@ class CatalogueTests(SynchronousTestCase):
         self.assertEqual(clock.encode("2025-01-02 03:04:05"), [2025, 1, 2, 3, 4, 5])
         self.assertEqual(clock.decode([2025, 1, 2, 3, 4, 5]), "2025-01-02 03:04:05")
         self.assertEqual(len(clock.encode("now", now=1.7e9)), 6)
+        self.assertEqual(clock.encode("now", now=0, tz=ZoneInfo("Europe/Amsterdam")),
+                         [1970, 1, 1, 1, 0, 0])
         self.assertRaises(settings.SettingError, clock.encode, "yesterday")
         self.assertTrue(settings.clock_matches([2025, 1, 2, 3, 4, 5], [2025, 1, 2, 3, 5, 0]))
         self.assertFalse(settings.clock_matches([2025, 1, 2, 3, 4, 5], [2025, 1, 2, 4, 4, 5]))
