@@ -291,7 +291,11 @@ class ControlEntities(service.Service):
 
     def _send(self, topic, payload, retain):
         d = self.mqtt.publish(topic, payload, qos=1, retain=retain)
-        d.addErrback(lambda f: self.log.failure("control entities: publishing failed", f))
+        d.addErrback(self._not_published)
+
+    def _not_published(self, failure):
+        if not failure.check(defer.CancelledError):  # cancelled: stopping, broker away
+            self.log.failure("control entities: publishing failed", failure)
 
     # ---------------------------------------------------------------- commands
 

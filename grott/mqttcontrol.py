@@ -42,6 +42,8 @@ from grott.logs import Logger
 
 __all__ = ["BadRequest", "MqttControl", "Request", "parse_request", "status_payload"]
 
+#: Seconds stopping waits for the "offline" statuses to reach the broker.
+_GOODBYE_TIMEOUT = 3.0
 #: The longest request payload read (bytes).
 MAX_REQUEST = 8192
 _OPS = ("read", "write", "dread", "dwrite", "set", "get")
@@ -204,10 +206,16 @@ class MqttControl(service.Service):
         service.Service.stopService(self)
         if self in self.registry.observers:
             self.registry.observers.remove(self)
-        # The sessions are about to close; say so while the connection is up.
-        sent = [self._publish_status(session, False) for session in list(self._online.values())]
-        self._online.clear()
-        return defer.DeferredList(sent, consumeErrors=True)
+        # The sessions are about to close; say so while the connection is
+        # up (and do not wait for a broker that is away).
+        online, self._online = list(self._online.values()), {}
+        if not self.mqtt.connected:
+            return None
+        sent = defer.DeferredList([self._publish_status(session, False) for session in online],
+                                  consumeErrors=True)
+        sent.addTimeout(_GOODBYE_TIMEOUT, self.mqtt.reactor)
+        sent.addErrback(lambda f: f.trap(defer.TimeoutError))
+        return sent
 
     def report_lines(self):
         c = self.counts
@@ -231,8 +239,16 @@ class MqttControl(service.Service):
         payload = json.dumps(status_payload(session, online, self.instance))
         d = self.mqtt.publish(f"{self.prefix}/{session.datalogger_serial}/status", payload,
                               qos=1, retain=True)
-        d.addErrback(lambda f: self.log.failure("control: publishing a status failed", f))
+        d.addErrback(self._not_published, "a status")
         return d
+
+    def _not_published(self, failure, what):
+        if failure.check(defer.FirstError):
+            failure = failure.value.subFailure
+        if failure.check(defer.CancelledError):
+            return None  # grott is stopping with the broker away
+        self.log.failure("control: publishing {what} failed", failure, what=what)
+        return None
 
     # ---------------------------------------------------------------- requests
 
@@ -307,5 +323,5 @@ class MqttControl(service.Service):
                 properties.CorrelationData = correlation
             sent.append(self.mqtt.publish(response_topic, payload, qos=1, properties=properties))
         d = defer.gatherResults(sent, consumeErrors=True)
-        d.addErrback(lambda f: self.log.failure("control: publishing a reply failed", f))
+        d.addErrback(self._not_published, "a reply")
         return d

@@ -11,8 +11,10 @@ from paho.mqtt import client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from twisted.internet import defer, reactor
+from twisted.internet.testing import EventLoggingObserver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from grott import logs
 from grott.config import ConfigError, config_from_string
 from grott.mqttcontrol import BadRequest, MqttControl, parse_request
 from grott.pluginhost import PluginHost
@@ -375,3 +377,26 @@ class ServiceWiringTests(TestCase):
             top = makeService(config, reactor)
             names = [child.name for child in top if child.name.startswith("control")]
             self.assertEqual(names, expected)
+
+    async def test_stopsWithTheBrokerAway(self):
+        """Statuses waiting for an unreachable broker do not hold up shutdown."""
+        config = config_from_string(
+            "proxy:\n  listen: tcp:0:interface=127.0.0.1\n  upstream: none\n"
+            "command:\n  listen: none\n"
+            # The record waiting in the mqtt plugin's queue is not drained.
+            f"plugins:\n  directory: {self.mktemp()}\n  stop_timeout: 0\n"
+            f"outputs:\n  mqtt:\n    port: {mosquitto.free_port()}\n    reconnect_min: 0.1\n"
+            "control:\n  mqtt: true\n")
+        events = EventLoggingObserver.createWithCleanup(self, logs.publisher)
+        top = makeService(config, reactor)
+        top.privilegedStartService()
+        top.startService()
+        proxyPort = top.getServiceNamed("proxy").getServiceNamed("listener")._waitingForPort.result
+        logger = DataloggerFactory(DataloggerSpec(serial="SIMW000002", interval=3600,
+                                                  ping_interval=0), reactor)
+        logger.connect(_endpoint(proxyPort))
+        self.addCleanup(logger.disconnect)
+        await logger.state.wait(lambda state: state.stats.acked["announce"] == 1)
+        self.assertEqual(list(top.mqttControl._online), ["SIMW000002"])
+        await top.stopService()
+        self.assertEqual([e for e in events if e.get("log_failure") is not None], [])

@@ -189,7 +189,8 @@ class MqttOutput:
     # -- publishing
 
     def _when_connected(self):
-        d = defer.Deferred(lambda d: self._waiters.remove(d))
+        # Stopping empties the list before cancelling what waits.
+        d = defer.Deferred(lambda d: self._waiters.remove(d) if d in self._waiters else None)
         self._waiters.append(d)
         return d
 
