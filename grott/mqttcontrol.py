@@ -245,10 +245,8 @@ class MqttControl(service.Service):
     def _not_published(self, failure, what):
         if failure.check(defer.FirstError):
             failure = failure.value.subFailure
-        if failure.check(defer.CancelledError):
-            return None  # grott is stopping with the broker away
-        self.log.failure("control: publishing {what} failed", failure, what=what)
-        return None
+        if not failure.check(defer.CancelledError):  # cancelled: stopping, broker away
+            self.log.failure("control: publishing {what} failed", failure, what=what)
 
     # ---------------------------------------------------------------- requests
 
