@@ -549,8 +549,8 @@ HELP = [
     "read <datalogger> <register> [<count>]   read inverter holding register(s)",
     "set <datalogger> <register> <value>      write one inverter holding register (0x06)",
     "mset <datalogger> <register> <v1> <v2>.. write consecutive holding registers at once (0x10)",
-    ("setting <datalogger> <name> [<value>]   read or change a named setting (the value is "
-     "the rest of the line)"),
+    ("setting <datalogger> [<name> [<value>]] the datalogger's settings, or read or change one "
+     "(the value is the rest of the line)"),
     "dread <datalogger> <register>            read a datalogger configuration register",
     ("dset <datalogger> <register> <value>     set a datalogger configuration register "
      "(the value is the rest of the line)"),
@@ -563,7 +563,7 @@ _USAGE = {
     "read": "read <datalogger serial> <register> [<count>]",
     "set": "set <datalogger serial> <register> <value>",
     "mset": "mset <datalogger serial> <register> <value> [<value> ...]",
-    "setting": "setting <datalogger serial> <name> [<value>]",
+    "setting": "setting <datalogger serial> [<name> [<value>]]",
     "dread": "dread <datalogger serial> <register>",
     "dset": "dset <datalogger serial> <register> <value>",
 }
@@ -577,10 +577,13 @@ def settings_help():
               "control.allow_raw_writes):")]
     for family, items in catalogue.SETTINGS.items():
         lines.append(f"  {family}:")
-        for s in items:
-            regs = str(s.register) if s.count == 1 else f"{s.register}-{s.registers[-1]}"
-            lines.append(f"    {s.name:<27} {regs:<9} {s.describe()}")
+        lines.extend("  " + _setting_line(s) for s in items)
     return lines
+
+
+def _setting_line(s):
+    regs = str(s.register) if s.count == 1 else f"{s.register}-{s.registers[-1]}"
+    return f"  {s.name:<27} {regs:<9} {s.describe()}"
 
 
 def _number(text, what):
@@ -723,8 +726,12 @@ class CommandProtocol(LineReceiver):
         return d.addCallback(lambda held: [f"SET Reg: {r} Value: {v}" for r, v in held.items()])
 
     def do_setting(self, args, line):
-        self._args("setting", args, 2, 2 + len(args))
+        self._args("setting", args, 1, 2 + len(args))
         control = self.factory.control
+        if len(args) == 1:
+            family = control.family(args[0])
+            return [f"family {family or 'unknown (no record decoded yet)'}:"] + [
+                _setting_line(s) for s in control.settings(args[0])]
         if len(args) == 2:
             d = control.get(args[0], args[1].lower())
         else:

@@ -105,6 +105,10 @@ class SafetyTests(ControlLoopbackBase):
     async def test_settingAndAuditLine(self):
         logger = await self.datalogger("SIMA000001", family="min")
         admin = await self.client()
+        listing = await admin.command("setting SIMA000001")
+        self.assertEqual(listing[0], "family tlx:")
+        self.assertIn("  export_limit_rate           123       -100..100 %", listing)
+        self.assertEqual(len(listing), 1 + 10)
         self.assertEqual(await admin.command("setting SIMA000001 active_power_rate"),
                          ["SETTING active_power_rate Value: 100 (reg 3=100)"])
         self.assertEqual(await admin.command("setting SIMA000001 active_power_rate 80"),
