@@ -156,8 +156,11 @@ class Control:
         if setting.kind == "clock":
             def check(wanted, held):
                 return catalogue.clock_matches(wanted, held)
+        def show(values):
+            return repr(setting.decode([values[r] for r in setting.registers]))
         values = await self._write(serial, setting.register, words, who,
-                                   f"setting {name} := {value!r}", check=check, named=True)
+                                   f"setting {name} := {value!r}", check=check, named=True,
+                                   show=show)
         return self._setting_answer(setting, values)
 
     def dwrite(self, serial, register, text, who):
@@ -192,7 +195,8 @@ class Control:
         self._audit(who, serial, what, old[register], held[register], "ok", "ok")
         return held
 
-    async def _write(self, serial, register, values, who, what, check=None, named=False):
+    async def _write(self, serial, register, values, who, what, check=None, named=False,
+                     show=None):
         if not named:
             what = (f"register {register} := {values[0]}" if len(values) == 1 else
                     f"registers {register}..{register + len(values) - 1} := {values}")
@@ -222,7 +226,8 @@ class Control:
             raise
         wanted = dict(zip(range(register, register + len(values)), values))
         ok = check(values, [held[r] for r in wanted]) if check else held == wanted
-        old_text, new_text = _words(old), _words(held)
+        show = show or _words
+        old_text, new_text = show(old), show(held)
         if not ok:
             wrong = ", ".join(f"register {r} holds {held[r]}, not {v}"
                               for r, v in wanted.items() if held[r] != v)

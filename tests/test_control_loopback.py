@@ -135,6 +135,9 @@ class SafetyTests(ControlLoopbackBase):
         peer = admin.transport.getHost()
         self.assertIn(f"control: telnet 127.0.0.1:{peer.port} on SIMA000001: setting "
                       "active_power_rate := '80': 100 -> 80: ok", audit)
+        # Old and new in the setting's unit (the raw words are 0 and 65411).
+        self.assertIn(f"control: telnet 127.0.0.1:{peer.port} on SIMA000001: setting "
+                      "export_limit_rate := '-12.5': 0 -> -12.5: ok", audit)
         self.assertEqual(len(audit), 8)
         await self.roundTrip(logger)
         self.assertCloudSawNoReplies()
