@@ -131,7 +131,7 @@ class Control:
         @return: a Deferred of {register: value held after the write}.
         """
         return defer.Deferred.fromCoroutine(
-            self._write(serial, register, list(values), who, f"registers {register}"))
+            self._write(serial, register, list(values), who, None))
 
     def set(self, serial, name, value, who):
         """
@@ -179,12 +179,14 @@ class Control:
         except WriteRefused as e:
             self._audit_refused(who, serial, what, str(e), counted=True)
             raise
+        old = None
         try:
             old = await self._dread(serial, register)
             await self.dispatcher.write_config(serial, register, text)
             held = await self._dread(serial, register)
         except CommandError as e:
-            self._audit(who, serial, what, "?", "?", f"failed: {e}", "failed")
+            self._audit(who, serial, what, "?" if old is None else repr(old[register]), "?",
+                        f"failed: {e}", "failed")
             raise
         ok = held[register] == text or (register == 31 and _clock_text_close(text, held[register]))
         if not ok:
@@ -214,6 +216,8 @@ class Control:
             self._audit_refused(who, serial, what, str(e), counted=True)
             raise
         dispatcher = self.dispatcher
+        show = show or _words
+        old = None
         try:
             old = await self._read(serial, register, len(values))
             if len(values) == 1:
@@ -222,11 +226,12 @@ class Control:
                 await dispatcher.write_registers(serial, register, values)
             held = await self._read(serial, register, len(values))
         except CommandError as e:
-            self._audit(who, serial, what, "?", "?", f"failed: {e}", "failed")
+            # After a failed write or read-back the inverter's value is unknown.
+            self._audit(who, serial, what, "?" if old is None else show(old), "?",
+                        f"failed: {e}", "failed")
             raise
         wanted = dict(zip(range(register, register + len(values)), values))
         ok = check(values, [held[r] for r in wanted]) if check else held == wanted
-        show = show or _words
         old_text, new_text = show(old), show(held)
         if not ok:
             wrong = ", ".join(f"register {r} holds {held[r]}, not {v}"

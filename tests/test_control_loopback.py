@@ -14,7 +14,7 @@ from grott.codec import RecordType
 from grott.control import Control
 from grott.registers import Decoder
 from grott.testing.simulator import DataloggerFactory, SimulatedDatalogger
-from tests.test_commands_loopback import CommandLoopbackBase
+from tests.test_commands_loopback import TIMEOUT, CommandLoopbackBase, HoldingFactory
 
 
 class ClampingDatalogger(SimulatedDatalogger):
@@ -153,6 +153,28 @@ class SafetyTests(ControlLoopbackBase):
                       self.control.report_lines())
         self.assertTrue(any("100 -> 90: read-back mismatch" in line for line in self.audit()))
         await self.roundTrip(logger)
+        self.assertCloudSawNoReplies()
+
+    async def test_writeTimeoutIsAuditedAsFailed(self):
+        logger = await self.datalogger("SIMA000001", family="min", factory=HoldingFactory)
+        admin = await self.client()
+        answer = admin.command("setting SIMA000001 active_power_rate 70")
+        await logger.whenHeld(1)
+        logger.release()  # the read before the write is answered
+        await logger.whenHeld(1)  # the write waits
+        self.clock.advance(TIMEOUT)
+        error = await answer
+        self.assertTrue(error[0].startswith("ERROR timeout: datalogger SIMA000001 did not "
+                                            "answer set 3"), error)
+        self.assertTrue(any(line.endswith("setting active_power_rate := '70': 100 -> ?: "
+                                          "failed: timeout: datalogger SIMA000001 did not "
+                                          "answer set 3 within 10 s") for line in self.audit()),
+                        self.audit())
+        self.assertIn("  control writes: total=1 ok=0 refused=0 mismatch=0 failed=1",
+                      self.control.report_lines())
+        logger.release()  # the late answer is swallowed
+        await self.roundTrip(logger)
+        self.assertEqual(self.dispatcher.counts["late_replies"], 1)
         self.assertCloudSawNoReplies()
 
     async def test_clockSetAndReadBack(self):
