@@ -57,7 +57,7 @@ class BuilderTests(SynchronousTestCase):
                          [(0, 4), (122, 2), (3036, 14)])
 
 
-class EntityTests(MqttControlBase):
+class EntityBase(MqttControlBase):
     topics = ("grott/#", "homeassistant/#")
 
     async def setUp(self):
@@ -82,6 +82,9 @@ class EntityTests(MqttControlBase):
         await self.user.wait_for(ready)
         return [json.loads(p) for t, p, _, _ in self.user.messages if t == topic][-1]
 
+
+
+class EntityTests(EntityBase):
     async def test_numberCommandChangesTheRegister(self):
         logger = await self.online("SIMS000001", family="storage")
         self.entityClock.advance(0)
@@ -120,3 +123,22 @@ class EntityTests(MqttControlBase):
                             in line and "refused" in line for line in self.audit()))
         await self.roundTrip(logger)
         self.assertCloudSawNoReplies()
+
+
+class RetainedCommandTests(EntityBase):
+    async def beforeGrott(self):
+        self.user.send("grott/SIMS000001/setting/active_power_rate/set", b"1", retain=True)
+        await self.user.wait_for(lambda m: any(t.endswith("/set") for t, *_ in m))
+
+    async def test_retainedCommandIsNotCarriedOut(self):
+        """
+        A retained command is replayed on subscribing: it is not carried out
+        (not even tried: that would be a refused write, no datalogger being
+        connected yet).
+        """
+        logger = await self.online("SIMS000001", family="storage")
+        self.entityClock.advance(0)
+        doc = await self.state("SIMS000001", lambda d: "active_power_rate" in d)
+        self.assertEqual(doc["active_power_rate"], 100)
+        self.assertEqual(logger.state.inverter.holding[3], 100)
+        self.assertEqual(self.audit(), [])
