@@ -10,8 +10,14 @@ L{grott.metrics} reads the counts at scrape time.
 import bisect
 import collections
 
-__all__ = ["CONNECT_BUCKETS", "COMMAND_BUCKETS", "UNKNOWN", "Histogram", "Totals",
-           "record_type_label"]
+__all__ = [
+    "COMMAND_BUCKETS",
+    "CONNECT_BUCKETS",
+    "UNKNOWN",
+    "Histogram",
+    "Totals",
+    "record_type_label",
+]
 
 #: Upper bounds (seconds) of the upstream connect time histogram.
 CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
