@@ -130,7 +130,7 @@ class Prometheus:
         return answer["data"]["result"]
 
     async def targets(self):
-        code, _, body = await get(self.url + "/api/v1/targets")
+        _, _, body = await get(self.url + "/api/v1/targets")
         return json.loads(body)["data"]["activeTargets"]
 
     def stop(self):

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from grott.codec import RecordType, build_packet
+from grott.codec import RecordType, build_packet, parse_packet
 from grott.commands import CommandDispatcher, CommandError, CommandTimeout, NotConnected
 from grott.config import ConfigError, config_from_string
 from grott.counters import Histogram
@@ -50,7 +50,6 @@ def _packet(record_type, serial=b"DLSERIAL01", crc_ok=True):
     raw = build_packet(record_type, serial + bytes(20) + b"INVERTER01" + bytes(40), protocol=6)
     if not crc_ok:
         raw = raw[:-1] + bytes([raw[-1] ^ 0xFF])
-    from grott.codec import parse_packet
     return parse_packet(raw)
 
 
@@ -97,7 +96,7 @@ class PageTests(MonitorTestCase):
 
     @defer.inlineCallbacks
     def test_healthz(self):
-        code, headers, body = yield self.get("/healthz")
+        code, _, body = yield self.get("/healthz")
         self.assertEqual((code, body), (200, b"ok\n"))
 
     @defer.inlineCallbacks
@@ -153,8 +152,8 @@ class PageTests(MonitorTestCase):
         self.assertEqual(state["problems"], [
             "the datalogger listener (proxy.listen) is not listening",
             "plugin jsonl failed to start",
-            "plugin mqtt is dropping records: its queue is full (10 of 10) and is not "
-            "connected to its sink",
+            ("plugin mqtt is dropping records: its queue is full (10 of 10) and is not "
+             "connected to its sink"),
         ])
         # Away but within its queue: spooling, not a readiness problem.
         self.assertEqual(state["outputs"]["influx"],
@@ -164,7 +163,7 @@ class PageTests(MonitorTestCase):
     @defer.inlineCallbacks
     def test_statsIsJson(self):
         self.connect()
-        code, headers, body = yield self.get("/stats")
+        code, _, body = yield self.get("/stats")
         self.assertEqual(code, 200)
         self.assertEqual(json.loads(body), {"connected": 1, "plugins": self.plugins})
 
@@ -192,7 +191,6 @@ class CounterTests(MonitorTestCase):
         session.saw_datalogger_packet(_packet(RecordType.DATA, crc_ok=False),
                                       self.clock.seconds())
         ack = build_packet(RecordType.DATA, b"\x00", protocol=6)
-        from grott.codec import parse_packet
         session.saw_server_packet(parse_packet(ack))
         session.local_acks += 2
         session.commands_dropped += 1
