@@ -10,8 +10,10 @@ import os
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
+from grott.codec import RecordType, build_packet
 from grott.config import config_from_string
 from grott.fakecloud import FakeCloud
 from grott.service import makeService
@@ -28,15 +30,18 @@ TOKEN = "scrape-token-77"
 class MetricsEndToEnd(TestCase):
     timeout = 60
 
-    async def startGrott(self, token=""):
-        cloud = FakeCloud(reactor)
-        cloudPort = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(cloud)
-        self.addCleanup(cloudPort.stopListening)
+    async def startGrott(self, token="", upstream=None):
+        if upstream is None:
+            cloud = FakeCloud(reactor)
+            cloudPort = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(cloud)
+            self.addCleanup(cloudPort.stopListening)
+            upstream = f"tcp:127.0.0.1:{cloudPort.getHost().port}"
+            self.cloud = cloud
         token_line = f"  token: {token}\n" if token else ""
         config = config_from_string(
             "proxy:\n"
             "  listen: tcp:0:interface=127.0.0.1\n"
-            f"  upstream: tcp:127.0.0.1:{cloudPort.getHost().port}\n"
+            f"  upstream: {upstream}\n"
             "command:\n  listen: none\n"
             "metrics:\n  listen: tcp:0:interface=127.0.0.1\n" + token_line +
             f"plugins:\n  directory: {os.path.abspath(self.mktemp())}\n"
@@ -46,21 +51,21 @@ class MetricsEndToEnd(TestCase):
         top.startService()
         self.addCleanup(top.stopService)
         self.top = top
-        self.cloud = cloud
         listener = top.getServiceNamed("proxy").getServiceNamed("listener")
         self.proxyPort = listener._waitingForPort.result.getHost().port
         metrics = top.getServiceNamed("metrics")
         self.metricsPort = metrics._waitingForPort.result.getHost().port
         self.base = f"http://127.0.0.1:{self.metricsPort}"
 
-    async def runDatalogger(self):
+    async def runDatalogger(self, cloud=True):
         spec = DataloggerSpec(SERIAL, protocol=6, family="min", interval=0.05,
                               ping_interval=0, records=RECORDS, reconnect_delay=None)
         datalogger = DataloggerFactory(spec, reactor)
         datalogger.connect(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxyPort))
         self.addCleanup(datalogger.disconnect)
         await datalogger.state.when_done()
-        self.assertEqual(self.cloud.count(SERIAL, 0x04), RECORDS)
+        if cloud:
+            self.assertEqual(self.cloud.count(SERIAL, 0x04), RECORDS)
         return datalogger
 
     def metricsText(self, token=None):
@@ -106,6 +111,40 @@ class MetricsEndToEnd(TestCase):
         self.assertEqual(stats["dataloggers"][0]["records"], RECORDS + 1)
         self.assertEqual(stats["plugins"][0]["name"], "jsonl")
         self.assertEqual(stats["commands"]["sent"], 0)
+
+    @defer.inlineCallbacks
+    def test_cloudAwayAndBadFrames(self):
+        closed = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(Protocol))
+        number = closed.getHost().port
+        yield closed.stopListening()
+        yield defer.ensureDeferred(self.startGrott(upstream=f"tcp:127.0.0.1:{number}"))
+        yield defer.ensureDeferred(self.runDatalogger(cloud=False))
+        text = yield defer.ensureDeferred(self.metricsText())
+        # The announce and every record, acknowledged by grott itself.
+        self.assertEqual(value(text, "grott_local_acks_total"), RECORDS + 1)
+        self.assertEqual(value(text, "grott_upstream_connects_total"), 0)
+        self.assertGreaterEqual(value(text, "grott_upstream_connect_failures_total"), 1)
+        self.assertEqual(value(text, "grott_dataloggers_connected", mode="answering locally"),
+                         1)
+        self.assertEqual(value(text, "grott_dataloggers_connected", mode="relaying"), 0)
+        # Another connection: noise, then a ping whose CRC fails (garbage to
+        # the framer after noise), a good one, then a bad one in step.
+        ping = build_packet(RecordType.PING, b"CRCTEST001" + bytes(20), protocol=6)
+        bad = ping[:-1] + bytes([ping[-1] ^ 0xFF])
+        client = yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxyPort).connect(
+            Factory.forProtocol(Protocol))
+        self.addCleanup(client.transport.loseConnection)
+        client.transport.write(b"\xfe\xfe\xfe" + bad + ping + bad)
+
+        async def counted():
+            text = await self.metricsText()
+            if value(text, "grott_crc_failures_total") == 2:
+                return text
+        text = yield defer.ensureDeferred(poll(counted, what="two CRC failures counted"))
+        self.assertEqual(value(text, "grott_garbage_bytes_total"), 3 + len(bad))
+        self.assertEqual(value(text, "grott_packets_total", direction="in", record_type="0x16"),
+                         2)
 
     @defer.inlineCallbacks
     def test_notReadyWhileStopping(self):
