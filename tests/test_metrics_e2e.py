@@ -22,9 +22,17 @@ from tests import prometheus
 from tests.prometheus import Prometheus, get, poll
 from tests.test_monitor import value
 
+DASHBOARD = os.path.join(os.path.dirname(__file__), os.pardir, "contrib",
+                         "grafana-dashboard.json")
 SERIAL = "GROTTMET01"
 RECORDS = 3
 TOKEN = "scrape-token-77"
+
+
+def dashboard_queries():
+    with open(DASHBOARD, encoding="utf-8") as f:
+        dashboard = json.load(f)
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
 
 
 class MetricsEndToEnd(TestCase):
@@ -177,6 +185,12 @@ class MetricsEndToEnd(TestCase):
         yield query('grott_output_delivered_total{output="jsonl"}', RECORDS + 1)
         targets = yield defer.ensureDeferred(server.targets())
         self.assertEqual([t["health"] for t in targets], ["up"])
+        # Every query of the shipped Grafana dashboard is valid PromQL here.
+        for expr in dashboard_queries():
+            yield defer.ensureDeferred(server.query(expr.replace("$job", ".*")))
+        result = yield defer.ensureDeferred(server.query(
+            'sum(grott_dataloggers_connected{job=~".*"})'))
+        self.assertEqual(float(result[0]["value"][1]), 1)
 
     if prometheus.SKIP:
         test_prometheusScrapesGrott.skip = prometheus.SKIP

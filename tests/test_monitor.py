@@ -5,6 +5,7 @@ about grott's counters.
 """
 
 import json
+import re
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
@@ -294,6 +295,21 @@ class CounterTests(MonitorTestCase):
         text = body.decode()
         self.assertGreater(value(text, "process_open_fds"), 2)
         self.assertGreater(value(text, "process_max_fds"), value(text, "process_open_fds"))
+
+
+    @defer.inlineCallbacks
+    def test_dashboardUsesOnlyMetricsThatExist(self):
+        from tests.test_metrics_e2e import dashboard_queries
+        self.connect().last_record_at = self.clock.seconds()
+        _, _, body = yield self.get("/metrics")
+        # Families with labels but no samples yet still have their name.
+        names = {family.name for family in text_string_to_metric_families(body.decode())}
+        used = set()
+        for expr in dashboard_queries():
+            used.update(re.sub(r"_(total|bucket|count|sum)$", "", name) for name in
+                        re.findall(r"\b((?:grott|process)_[a-z_]+)\b", expr))
+        self.assertGreater(len(used), 20)
+        self.assertEqual(sorted(used - names), [])
 
 
 class HistogramTests(TestCase):
