@@ -115,10 +115,10 @@ class GrottCollector:
         size = CounterMetricFamily(
             "grott_packet_bytes", "Bytes of packets by direction and record type.",
             labels=["direction", "record_type"])
-        for (direction, kind), count in sorted(totals.packets.items()):
+        for direction, kind, count, octets in totals.traffic():
             labels = [direction, record_type_label(kind)]
             packets.add_metric(labels, count)
-            size.add_metric(labels, totals.bytes[(direction, kind)])
+            size.add_metric(labels, octets)
         yield packets
         yield size
         yield CounterMetricFamily(

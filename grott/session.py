@@ -98,12 +98,13 @@ class Session:
         """
         self.packets_in += 1
         self.last_packet_at = now
-        key = ("in", packet.record_type)
-        totals = self.totals
-        totals.packets[key] += 1
-        totals.bytes[key] += len(packet.raw)
+        entry = self.totals.traffic_in.get(packet.record_type)
+        if entry is None:
+            entry = self.totals.traffic_in[packet.record_type] = [0, 0]
+        entry[0] += 1
+        entry[1] += len(packet.raw)
         if packet.crc_ok is False:
-            totals.crc_failures += 1
+            self.totals.crc_failures += 1
         self.protocol = packet.protocol
         learned = None
         if self.datalogger_serial is None:
@@ -122,10 +123,11 @@ class Session:
         """
         Count a packet relayed from the cloud to the datalogger.
         """
-        key = ("out", packet.record_type)
-        totals = self.totals
-        totals.packets[key] += 1
-        totals.bytes[key] += len(packet.raw)
+        entry = self.totals.traffic_out.get(packet.record_type)
+        if entry is None:
+            entry = self.totals.traffic_out[packet.record_type] = [0, 0]
+        entry[0] += 1
+        entry[1] += len(packet.raw)
 
     def saw_garbage(self, garbage):
         """
