@@ -18,6 +18,7 @@ from grott.codec import RecordType, build_packet, parse_packet
 from grott.commands import CommandDispatcher, CommandError, CommandTimeout, NotConnected
 from grott.config import ConfigError, config_from_string
 from grott.counters import Histogram
+from grott.logs import secrets_in
 from grott.metrics import GrottCollector, count_decoding, metrics_registry
 from grott.monitor import check_ready, make_site
 from grott.session import Registry, Session
@@ -395,6 +396,8 @@ class ConfigTests(TestCase):
             config_from_string("metrics:\n  token: 'a b'\n", "c.yaml")
         self.assertTrue(str(e.exception).startswith("c.yaml: metrics.token: must not"))
 
-    def test_tokenNotInRepr(self):
+    def test_tokenIsASecret(self):
         config = config_from_string(f"metrics:\n  token: {TOKEN}\n")
         self.assertNotIn(TOKEN, repr(config))
+        # What the log masking filter is given.
+        self.assertIn(TOKEN, secrets_in(config))
