@@ -15,9 +15,9 @@ from twisted.trial.unittest import TestCase
 
 from grott.codec import RecordType, build_packet
 from grott.config import config_from_string
-from grott.fakecloud import FakeCloud
 from grott.service import makeService
-from grott.simulator import DataloggerFactory, DataloggerSpec
+from grott.testing.fakecloud import FakeCloud
+from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 from tests import prometheus
 from tests.prometheus import Prometheus, get, poll
 from tests.test_monitor import value
