@@ -22,6 +22,7 @@ from twisted.web.server import Site
 
 from grott.commands import is_loopback
 from grott.logs import Logger
+from grott.logthrottle import LogThrottle
 
 __all__ = ["MonitorSite", "check_ready", "make_site"]
 
@@ -84,13 +85,17 @@ class _Page(Resource):
 
     isLeaf = True
     log = Logger()
+    #: a L{LogThrottle} for render failures (make_site sets one per site):
+    #: a bug that fails every scrape logs a few tracebacks, then summaries
+    throttle = None
 
     def render_GET(self, request):
         try:
             return self.page(request)
         except Exception:  # noqa: BLE001 - a bug here must not cost the scrape its answer
-            self.log.failure("monitoring: rendering {path} failed",
-                             path=request.path.decode("latin-1"))
+            path = request.path.decode("latin-1")
+            if self.throttle is None or self.throttle.admit(path):
+                self.log.failure("monitoring: rendering {path} failed", path=path)
             request.setResponseCode(500)
             request.setHeader(b"content-type", _TEXT)
             return b"internal error (see grott's log)\n"
@@ -207,16 +212,23 @@ class MonitorSite(Site):
         """No access log."""
 
 
-def make_site(registry, readiness, report, token="", listen=None, reactor=None):
+def make_site(registry, readiness, report, reactor, token="", listen=None):
     """
     The monitoring site over C{registry} (a C{CollectorRegistry}),
     C{readiness} (returns L{check_ready}'s dict) and C{report} (returns the
     stats report as a JSON-able dict).
     """
+    log = Logger()
+
+    def summary(path, count, seconds):
+        log.error("monitoring: rendering {path} failed {count} more times in {seconds:.0f} s",
+                  path=path, count=count, seconds=seconds)
+
+    throttle = LogThrottle(reactor, summary, burst=3, interval=300.0)
     root = MonitorRoot(token)
-    root.putChild(b"", IndexPage())
-    root.putChild(b"metrics", MetricsPage(registry))
-    root.putChild(b"healthz", HealthPage())
-    root.putChild(b"readyz", ReadyPage(readiness))
-    root.putChild(b"stats", StatsPage(report))
+    for path, page in ((b"", IndexPage()), (b"metrics", MetricsPage(registry)),
+                       (b"healthz", HealthPage()), (b"readyz", ReadyPage(readiness)),
+                       (b"stats", StatsPage(report))):
+        page.throttle = throttle
+        root.putChild(path, page)
     return MonitorSite(root, listen=listen, token=token, reactor=reactor)

@@ -19,6 +19,7 @@ from grott.commands import CommandDispatcher, CommandError, CommandTimeout, NotC
 from grott.config import ConfigError, config_from_string
 from grott.counters import Histogram
 from grott.logs import secrets_in
+from grott.logthrottle import LogThrottle
 from grott.metrics import GrottCollector, count_decoding, metrics_registry
 from grott.monitor import check_ready, make_site
 from grott.session import Registry, Session
@@ -173,11 +174,19 @@ class PageTests(MonitorTestCase):
     def test_renderingFailureIsA500NotATraceback(self):
         def broken():
             raise RuntimeError("boom at /stats")
-        self.site.resource.children[b"stats"].report = broken
-        code, _, body = yield self.get("/stats")
-        self.assertEqual(code, 500)
-        self.assertNotIn(b"boom", body)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        page = self.site.resource.children[b"stats"]
+        page.report = broken
+        summaries = []
+        page.throttle = LogThrottle(self.clock, lambda *a: summaries.append(a), burst=3,
+                                    interval=300)
+        for _ in range(5):
+            code, _, body = yield self.get("/stats")
+            self.assertEqual(code, 500)
+            self.assertNotIn(b"boom", body)
+        # A bug that fails every scrape: three tracebacks, then a summary.
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
+        self.clock.advance(300)
+        self.assertEqual([(path, count) for path, count, _ in summaries], [("/stats", 2)])
 
 
 class CounterTests(MonitorTestCase):
