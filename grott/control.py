@@ -90,34 +90,39 @@ class Control:
 
     # ---------------------------------------------------------------- reads
 
-    def read(self, serial, register, count=1):
-        """Holding registers: a Deferred of {register: value}."""
-        return defer.Deferred.fromCoroutine(self._read(serial, register, count))
+    def read(self, serial, register, count=1, via="admin"):
+        """
+        Holding registers: a Deferred of {register: value}.
 
-    async def _read(self, serial, register, count=1):
-        pairs = await self.dispatcher.read_registers(serial, register, count)
+        @param via: the front end asking, for the dispatcher's metrics
+            (C{admin}, C{mqtt}, C{hass}).
+        """
+        return defer.Deferred.fromCoroutine(self._read(serial, register, count, via))
+
+    async def _read(self, serial, register, count=1, via="admin"):
+        pairs = await self.dispatcher.read_registers(serial, register, count, via=via)
         values = dict(pairs)
         self._tell(serial, values)
         return values
 
-    def dread(self, serial, register):
+    def dread(self, serial, register, via="admin"):
         """A datalogger register: a Deferred of {register: text}."""
-        return defer.Deferred.fromCoroutine(self._dread(serial, register))
+        return defer.Deferred.fromCoroutine(self._dread(serial, register, via))
 
-    async def _dread(self, serial, register):
-        register, text = await self.dispatcher.read_config(serial, register)
+    async def _dread(self, serial, register, via="admin"):
+        register, text = await self.dispatcher.read_config(serial, register, via=via)
         return {register: text}
 
-    def get(self, serial, name):
+    def get(self, serial, name, via="admin"):
         """
         A named setting's current value: a Deferred of the setting's answer
         (see L{set}).
         """
-        return defer.Deferred.fromCoroutine(self._get(serial, name))
+        return defer.Deferred.fromCoroutine(self._get(serial, name, via))
 
-    async def _get(self, serial, name):
+    async def _get(self, serial, name, via="admin"):
         setting = self._setting(serial, name)
-        values = await self._read(serial, setting.register, setting.count)
+        values = await self._read(serial, setting.register, setting.count, via)
         return self._setting_answer(setting, values)
 
     # ---------------------------------------------------------------- writes
@@ -180,10 +185,11 @@ class Control:
             self._audit_refused(who, serial, what, str(e), counted=True)
             raise
         old = None
+        via = _via(who)
         try:
-            old = await self._dread(serial, register)
-            await self.dispatcher.write_config(serial, register, text)
-            held = await self._dread(serial, register)
+            old = await self._dread(serial, register, via)
+            await self.dispatcher.write_config(serial, register, text, via=via)
+            held = await self._dread(serial, register, via)
         except CommandError as e:
             self._audit(who, serial, what, "?" if old is None else repr(old[register]), "?",
                         f"failed: {e}", "failed")
@@ -218,13 +224,14 @@ class Control:
         dispatcher = self.dispatcher
         show = show or _words
         old = None
+        via = _via(who)
         try:
-            old = await self._read(serial, register, len(values))
+            old = await self._read(serial, register, len(values), via)
             if len(values) == 1:
-                await dispatcher.write_register(serial, register, values[0])
+                await dispatcher.write_register(serial, register, values[0], via=via)
             else:
-                await dispatcher.write_registers(serial, register, values)
-            held = await self._read(serial, register, len(values))
+                await dispatcher.write_registers(serial, register, values, via=via)
+            held = await self._read(serial, register, len(values), via)
         except CommandError as e:
             # After a failed write or read-back the inverter's value is unknown.
             self._audit(who, serial, what, "?" if old is None else show(old), "?",
@@ -296,6 +303,15 @@ class Control:
         words = [values[r] for r in setting.registers]
         return {"setting": setting.name, "value": setting.decode(words),
                 "registers": {r: values[r] for r in setting.registers}}
+
+
+def _via(who):
+    """The front end a requester description names (the dispatcher's C{via})."""
+    if who.startswith("mqtt"):
+        return "mqtt"
+    if who.startswith("home assistant"):
+        return "hass"
+    return "admin"
 
 
 def _words(values):

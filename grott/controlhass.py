@@ -240,7 +240,7 @@ class ControlEntities(service.Service):
             return
         for first, count in _read_plan(settings):
             try:
-                await self.control.read(serial, first, count)
+                await self.control.read(serial, first, count, via="hass")
             except CommandError as e:
                 # A setting this inverter does not have (a TL-X without a
                 # battery has no 3036-3049): it gets no entity.
@@ -326,7 +326,7 @@ class ControlEntities(service.Service):
                     raise CommandError(f"no part {part!r} of {name}")
                 current = self.published.get(serial, {}).get(name)
                 if not isinstance(current, dict):
-                    await self.control.get(serial, name)
+                    await self.control.get(serial, name, via="hass")
                     current = self.published.get(serial, {}).get(name)
                 if not isinstance(current, dict):
                     raise CommandError(f"the current value of {name} is not known")

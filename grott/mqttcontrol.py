@@ -284,18 +284,20 @@ class MqttControl(service.Service):
         control = self.control
         try:
             if request.op == "read":
-                answer = {"registers": _registers(await control.read(serial, *request.args))}
+                answer = {"registers": _registers(await control.read(serial, *request.args,
+                                                                     via="mqtt"))}
             elif request.op == "write":
                 answer = {"registers": _registers(await control.write(serial, *request.args, who))}
             elif request.op == "dread":
-                answer = {"registers": _registers(await control.dread(serial, *request.args))}
+                answer = {"registers": _registers(await control.dread(serial, *request.args,
+                                                                      via="mqtt"))}
             elif request.op == "dwrite":
                 answer = {"registers": _registers(await control.dwrite(serial, *request.args, who))}
             else:
                 if request.op == "set":
                     result = await control.set(serial, *request.args, who)
                 else:
-                    result = await control.get(serial, *request.args)
+                    result = await control.get(serial, *request.args, via="mqtt")
                 answer = {"setting": result["setting"], "value": result["value"],
                           "registers": _registers(result["registers"])}
         except Mismatch as e:

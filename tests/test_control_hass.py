@@ -97,6 +97,7 @@ class EntityTests(EntityBase):
         self.user.send(config["command_topic"], b"50")
         doc = await self.state("SIMS000001", lambda d: d["export_limit_rate"] == 50)
         self.assertEqual(logger.state.inverter.holding[123], 500)
+        self.assertEqual(self.dispatcher.outcomes[("hass", "set", "ok")], 1)
         # A slot part: the whole slot in one multi-register write.
         start = self.configs()[
             "homeassistant/text/grott_IVMS000001/setting_battery_first_slot_1_start/config"]

@@ -193,6 +193,11 @@ class OpsTests(MqttControlBase):
                             for line in self.audit()), self.audit())
         self.assertIn("  control mqtt: requests=7 replies=7 errors=0",
                       self.mqttControl.report_lines())
+        # The dispatcher's metrics count them as asked through MQTT.
+        outcomes = self.dispatcher.outcomes
+        self.assertEqual((outcomes[("mqtt", "mset", "ok")], outcomes[("mqtt", "set", "ok")],
+                          outcomes[("mqtt", "dset", "ok")]), (2, 1, 1))
+        self.assertEqual(sum(n for (via, _, _), n in outcomes.items() if via != "mqtt"), 0)
         await self.roundTrip(logger)
         self.assertCloudSawNoReplies()
 
@@ -334,7 +339,7 @@ class ServiceWiringTests(TestCase):
         await broker.start()
         config = config_from_string(
             "proxy:\n  listen: tcp:0:interface=127.0.0.1\n  upstream: none\n"
-            "command:\n  listen: none\n"
+            "command:\n  listen: none\nmetrics:\n  listen: none\n"
             f"plugins:\n  directory: {self.mktemp()}\n"
             f"outputs:\n  mqtt:\n    port: {broker.port}\n    reconnect_min: 0.1\n"
             "control:\n  mqtt: true\n  topic_prefix: site/a\n  instance_id: roof\n")
@@ -371,6 +376,7 @@ class ServiceWiringTests(TestCase):
                                                                   "control-entities"])):
             config = config_from_string(
                 "proxy:\n  listen: tcp:0:interface=127.0.0.1\n  upstream: none\n"
+                "metrics:\n  listen: none\n"
                 f"plugins:\n  directory: {self.mktemp()}\n"
                 f"outputs:\n  mqtt:\n    discovery: {str(discovery).lower()}\n"
                 "control:\n  mqtt: true\n  poll_interval: 0\n")
@@ -382,7 +388,7 @@ class ServiceWiringTests(TestCase):
         """Statuses waiting for an unreachable broker do not hold up shutdown."""
         config = config_from_string(
             "proxy:\n  listen: tcp:0:interface=127.0.0.1\n  upstream: none\n"
-            "command:\n  listen: none\n"
+            "command:\n  listen: none\nmetrics:\n  listen: none\n"
             # The record waiting in the mqtt plugin's queue is not drained.
             f"plugins:\n  directory: {self.mktemp()}\n  stop_timeout: 0\n"
             f"outputs:\n  mqtt:\n    port: {mosquitto.free_port()}\n    reconnect_min: 0.1\n"
