@@ -11,8 +11,8 @@ import collections
 import itertools
 
 from grott.codec import RecordType
-from grott.logs import Logger
 from grott.counters import Totals
+from grott.logs import Logger
 
 __all__ = ["Registry", "Session"]
 
@@ -50,8 +50,6 @@ class Session:
         self.inverters = {}
         #: inverter serial -> device type code from its last announce
         self.device_type_codes = {}
-        #: the inverter family of the last decoded record (None: not yet known)
-        self.family = None
         self.protocol = None
         self.upstream_state = CONNECTING
         self.mode = "relaying"
@@ -145,7 +143,7 @@ class Session:
         Remember what a decoded record says about the inverter.
         """
         self.records += 1
-        self.family = record.family
+        self.family = record.family if getattr(record, "kind", None) != "meter" else self.family
         if record.record_type == RecordType.ANNOUNCE and record.device_type_code is not None:
             self.device_type_codes[record.inverter_serial] = record.device_type_code
 
