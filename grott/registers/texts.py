@@ -4,7 +4,8 @@ Status and fault codes as words, per family.
 A dashboard that shows "3" for an inverter in fault tells its user nothing;
 these tables turn the codes into the words the Growatt documents use, so a
 record carries both the number (for automations) and the text (for people).
-A code a table does not know comes out as "unknown (N)", never as an error:
+A code a table does not know comes out as "unknown (N)" (faults: "fault
+code N"), never as an error:
 firmware adds codes faster than documents describe them.
 
 Sources: Growatt Inverter Modbus RTU Protocol II v1.24 (status words of
@@ -17,12 +18,12 @@ fault numbering for its registers 0 and 40.
 __all__ = ["TEXTS", "lookup"]
 
 
-def _table(pairs, default="unknown"):
+def _table(pairs, default="unknown ({})"):
     table = dict(pairs)
 
     def text(code):
         found = table.get(code)
-        return found if found is not None else f"{default} ({code})"
+        return found if found is not None else default.format(code)
 
     text.table = table
     return text
@@ -96,7 +97,7 @@ TEXTS = {
     "storage_mode": _storage_mode,
     "storage_status": _table(_STORAGE_STATUS),
     "spf_status": _table(_SPF_STATUS),
-    "fault": _table(_FAULTS, "fault code"),
+    "fault": _table(_FAULTS, "fault code {}"),
     "bms_status": _table(_BMS_STATUS),
 }
 
