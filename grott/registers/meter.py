@@ -11,10 +11,16 @@ and, in 0x20, the serial of the inverter the meter reports for.
 Layouts (protocol.md sections 7.10, 7.11 and 10.7; SF = serial field, 10
 bytes for protocols 2 and 5, 30 for protocol 6; payload offsets)::
 
-    0x20: datalogger SF, inverter SF, timestamp (6), 6 bytes unknown,
-          then 32-bit big-endian values
+    0x20: datalogger SF, inverter SF, timestamp (6), length (2), 4 bytes
+          of unknown meaning, then 32-bit big-endian values
     0x1b: datalogger SF, 2 bytes unknown, timestamp (6), text length (2),
           then that many bytes of ASCII: numbers separated by commas
+
+The 2-byte length after the timestamp counts the bytes after it (the 4
+unknown bytes and the values): 160 with 39 values and 200 with 49 in the
+two public captures (grott issues #47 and #352; protocol.md calls all six
+bytes unknown).  A record whose length disagrees is still decoded, with a
+C{warning}.
 
 Names are the ones Grott publishes (layouts T060120 and T06501b), so
 dashboards built on Grott keep working; positions Grott leaves unnamed come
@@ -151,10 +157,11 @@ del _field
 
 
 def _part(value, part):
+    """The import (>= 0) or export (<= 0) part of a signed power; 0 of the same type."""
     if part == "import":
-        return value if value > 0 else 0 * value
+        return value if value > 0 else value - value
     if part == "export":
-        return value if value < 0 else 0 * value
+        return value if value < 0 else value - value
     return value
 
 
@@ -219,8 +226,15 @@ def _decode_values(payload, sf):
                 number = number / field.scale
             values[field.name] = _part(number, field.part)
             units[field.name] = field.unit
+    warnings = []
     stray = (len(payload) - start) % 4
-    warning = (f"{stray} bytes after the last 32-bit value ignored" if stray else None)
+    if stray:
+        warnings.append(f"{stray} bytes after the last 32-bit value ignored")
+    (length,) = struct.unpack_from(">H", payload, start - _UNKNOWN_0X20)
+    if length != len(payload) - start + 4:
+        warnings.append(f"length field says {length} bytes follow it, "
+                        f"{len(payload) - start + 4} do")
+    warning = "; ".join(warnings) or None
     return MeterBody(datalogger, inverter, parse_timestamp(stamp), stamp.hex(), values, units,
                      warning)
 
@@ -295,14 +309,18 @@ def decode_meter(record_type, payload, protocol):
 # ---------------------------------------------------------------- encoding
 
 def encode_meter_values(datalogger_serial, inverter_serial, words, *, protocol, timestamp=None,
-                        unknown=b"\x00\xc8\x00\x00\x00\x84"):
+                        unknown=None):
     """
     The unscrambled payload of a 0x20 record carrying the raw 32-bit
-    C{words} (signed values as negative integers).
+    C{words} (signed values as negative integers).  C{unknown}: the six
+    bytes after the timestamp; by default the length field and the
+    C{00 00 00 84} seen in a real capture.
     """
     packed = b"".join(struct.pack(">i" if word < 0 else ">I", word) for word in words)
     inverter = (serial_field(inverter_serial, protocol) if inverter_serial
                 else bytes(serial_field_size(protocol)))
+    if unknown is None:
+        unknown = struct.pack(">HI", 4 + len(packed), 0x84)
     return (serial_field(datalogger_serial, protocol) + inverter + encode_timestamp(timestamp)
             + bytes(unknown) + packed)
 
