@@ -150,6 +150,10 @@ class CaseTests(SynchronousTestCase):
         # the night record decides alone too: its battery voltage
         self.assertEqual(Decoder().decode(_packet("spf-night")).family, "spf")
 
+    def test_spf_6000t_muppet3000_25(self):
+        record = self.assertCase("spf-6000t-muppet3000-25")
+        self.assertNotIn("pvfrequentie", record.values)
+
     def test_tlxh_battery_documented(self):
         record = self.assertCase("tlxh-battery-documented")
         for gone in ("bdc2_pdischr", "bdc2_vbat", "bms_warninfo", "bms_fw"):

@@ -121,9 +121,13 @@ def _meters():
          "inverter's in 0x20, else the datalogger's), `meter` and the header's device "
          "address in hex (`QCL0CGB0BC-meter-50`).\n"),
         "### 0x20 meter data (Grott layout `T060120`)\n",
-        ("After the serials, the timestamp and six bytes of unknown meaning come 32-bit "
-         "big-endian values; positions without a name are published raw as "
-         "`value_<n>`.\n"),
+        ("After the serials and the timestamp come a 2-byte length (the bytes after "
+         "it: 160 and 200 in the two public captures, grott issues #47 and #352; "
+         "protocol.md counts it among six unknown bytes), 4 bytes of unknown meaning "
+         "(`00 00 00 84`, `00 00 00 8e` seen) and 32-bit big-endian values; positions "
+         "without a name are published raw as `value_<n>`.  The captures confirm the "
+         "positions past Grott's published ones: `act_energy_kwh` is import plus "
+         "export energy, `react_energy_kvar` the sum of the two reactive energies.\n"),
         _meter_table(METER_VALUE_FIELDS, False) + "\n",
         "### 0x1b meter log (Grott layout `T06501b`)\n",
         ("The text is numbers separated by commas, already in their units; positions "

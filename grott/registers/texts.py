@@ -26,6 +26,9 @@ def _table(pairs, default="unknown ({})"):
         return found if found is not None else default.format(code)
 
     text.table = table
+    #: Every known code -> text: decode plans look codes up here first and
+    #: call the function only for codes no table knows.
+    text.words = dict(table)
     return text
 
 
@@ -89,6 +92,8 @@ def _tlx_status(word):
 
 
 _tlx_status.table = _INVERTER_STATUS
+_tlx_status.words = {mode << 8 | status: _tlx_status(mode << 8 | status)
+                     for mode in [0, *_STORAGE_MODE] for status in _INVERTER_STATUS}
 
 #: Table name (as used by L{grott.registers.fields.Field.table}) -> code to text.
 TEXTS = {
