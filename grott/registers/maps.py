@@ -178,11 +178,13 @@ TL3X_INPUT = FIRST_GROUP + (
     # second group 125..249 ([P]; no capture of this family was found)
     *[field for n in range(1, 9) for field in (
         u16(f"pid{n}voltage", 125 + 2 * (n - 1), "V", 10),
-        u16(f"pid{n}current", 126 + 2 * (n - 1), "mA", 10))],
+        s16(f"pid{n}current", 126 + 2 * (n - 1), "mA", 10))],
     u16("pidstatus", 141),
     *[field for n in range(1, 17) for field in (
         u16(f"string{n}voltage", 142 + 2 * (n - 1), "V", 10),
-        u16(f"string{n}current", 143 + 2 * (n - 1), "A", 10))],
+        s16(f"string{n}current", 143 + 2 * (n - 1), "A", 10))],
+    u16("strunmatch", 174), u16("strcurrentunbalance", 175), u16("strdisconnect", 176),
+    u16("pidfaultcode", 177), u16("stringprompt", 178), u16("pvwarningvalue", 179),
     u16("iso", 200, "kΩ"),
     u16("dcir", 201, "mA", 10), u16("dcis", 202, "mA", 10), u16("dcit", 203, "mA", 10),
     u16("pidbusvoltage", 204, "V", 10),
@@ -348,13 +350,18 @@ TLX_HOLDING = V12_HOLDING + (
 
 # ------------------------------------------------------------------ storage
 
-STORAGE_INPUT = tuple(
+#: The first group as storage inverters use it: storage status words, and
+#: the AC charge energy, priority and battery type at 112..119.
+_STORAGE_FIRST = tuple(
     code_text("status_text", 0, "storage_status") if field.name == "status_text" else field
     for field in FIRST_GROUP) + (
     u32("eacharge_today", 112, "kWh", 10),
     u32("eacharge_total", 114, "kWh", 10),
     u16("priority", 118),
     u16("batterytype", 119),
+)
+
+STORAGE_INPUT = _STORAGE_FIRST + (
     u16("uwsysworkmode", 1000),
     code_text("sysworkmode_text", 1000, "storage_mode"),
     *[u16(f"systemfaultword{n}", 1001 + n) for n in range(8)],
@@ -377,25 +384,71 @@ STORAGE_INPUT = tuple(
     u32("edischarge1_tod", 1052, "kWh", 10), u32("edischarge1_tot", 1054, "kWh", 10),
     u32("eharge1_tod", 1056, "kWh", 10), u32("eharge1_tot", 1058, "kWh", 10),
     u32("elocalload_tod", 1060, "kWh", 10), u32("elocalload_tot", 1062, "kWh", 10),
+    u32("exportlimitapparentpower", 1064, "VA", 10),
     u16("epsfac", 1067, "Hz", 100),
-    u16("epsvac1", 1068, "V", 10),
-    u16("epsiac1", 1069, "A", 10),
-    u32("epspac1", 1070, "VA", 10),
+    *_phases(1068, 4, ("epsvac", "epsiac", "epspac"), first="1"),
     u16("loadpercent", 1080, "%"),
     u16("pf", 1081, "", 10),
+    # BMS ([P] page 62-64)
+    u16("bms_statusold", 1082),
+    u16("bms_status", 1083),
+    u16("bms_errorold", 1084),
+    u16("bms_error", 1085),
     u16("bms_soc", 1086, "%"),
     u16("bms_batteryvolt", 1087, "V", 100),
     u16("bms_batterycurr", 1088, "A", 100),
     u16("bms_batterytemp", 1089, "°C", 10),
-    # SPA: the inverter side at 2000.. (alternates: used when 0.. is absent)
-    u16("pvstatus", 2000),
-    code_text("status_text", 2000, "storage_status"),
-    s32("pvpowerout", 2035, "W", 10),
-    u16("pvfrequentie", 2037, "Hz", 100),
-    u16("pvgridvoltage", 2038, "V", 10),
-    u32("pvenergytoday", 2053, "kWh", 10),
-    u32("pvenergytotal", 2055, "kWh", 10),
-    u16("pvtemperature", 2093, "°C", 10),
+    u16("bms_maxcurr", 1090, "A", 100),
+    u16("bms_gaugerm", 1091),
+    u16("bms_gaugefcc", 1092),
+    u16("bms_fw", 1093),
+    u16("bms_deltavolt", 1094),
+    u16("bms_cyclecnt", 1095),
+    u16("bms_soh", 1096, "%"),
+    u16("bms_constantvolt", 1097, "V", 100),
+    u16("bms_warninfoold", 1098),
+    u16("bms_warninfo", 1099),
+    u16("bms_gaugeiccurr", 1100),
+    u16("bms_mcuversion", 1101),
+    u16("bms_gaugeversion", 1102),
+    u16("bms_gaugefrversion_l", 1103),
+    u16("bms_gaugefrversion_h", 1104),
+    u16("bms_bmsinfo", 1105),
+    u16("bms_packinfo", 1106),
+    u16("bms_usingcap", 1107),
+    u16("bms_maxcellvolt", 1108, "V", 1000),
+    u16("bms_mincellvolt", 1109, "V", 1000),
+    u16("bms_modulenum", 1110),
+    u16("bms_batterynum", 1111),
+    u16("bms_maxvoltcellno", 1112),
+    u16("bms_minvoltcellno", 1113),
+    u16("bms_maxcelltemp", 1114, "°C", 10),
+    u16("bms_mincelltemp", 1115, "°C", 10),
+    u16("bms_maxtempcellno", 1116),
+    u16("bms_mintempcellno", 1117),
+    u16("bms_protectpackid", 1118),
+    u16("bms_maxsoc", 1119, "%"),
+    u16("bms_minsoc", 1120, "%"),
+    u16("bms_error2", 1121),
+    u16("bms_error3", 1122),
+    u16("bms_warninfo2", 1123),
+    # 1124..1148 ([P] page 64-65; the PDF prints no step for 1124-1129: 0.1
+    # as every other energy and power of the map)
+    u32("acchargeenergytoday", 1124, "kWh", 10),
+    u32("acchargeenergytotal", 1126, "kWh", 10),
+    u32("acchargepower", 1128, "W", 10),
+    u32("extraacpowertogrid", 1131, "W", 10),
+    u32("eextra_today", 1133, "kWh", 10),
+    u32("eextra_total", 1135, "kWh", 10),
+    u32("esystem_today", 1137, "kWh", 10),
+    u32("esystem_total", 1139, "kWh", 10),
+    u32("eself_today", 1141, "kWh", 10),
+    u32("eself_total", 1143, "kWh", 10),
+    u32("psystem", 1145, "W", 10),
+    u32("pself", 1147, "W", 10),
+    # SPA: the inverter side at 2000..2124 is the first group moved by 2000
+    # ([P] page 66-70); alternates, used when 0..124 is absent
+    *[field._replace(register=field.register + 2000) for field in _STORAGE_FIRST],
 )
 
 STORAGE_HOLDING = V12_HOLDING + (
