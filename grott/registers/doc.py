@@ -123,6 +123,9 @@ def _meters():
          "device per meter: `device_id` is the serial the record reports for (the "
          "inverter's in 0x20, else the datalogger's), `meter` and the header's device "
          "address in hex (`QCL0CGB0BC-meter-50`).\n"),
+        ("Every public meter capture is protocol 6; for protocols 2 and 5 grott "
+         "assumes the same layout with 10-byte serial fields, as in every other "
+         "record type.\n"),
         "### 0x20 meter data (Grott layout `T060120`)\n",
         ("After the serials and the timestamp come a 2-byte length (the bytes after "
          "it: 160 and 200 in the two public captures, grott issues #47 and #352; "
