@@ -43,6 +43,7 @@ __all__ = ["METER_LOG_FIELDS", "METER_RECORDS", "METER_VALUE_FIELDS", "MeterErro
 METER_RECORDS = frozenset({RecordType.METER_DATA, RecordType.METER_LOG})
 
 _HEADER_OFFSET = 8
+_PRINTABLE = bytes(range(0x21, 0x7F))
 _TIMESTAMP_SIZE = 6
 _UNKNOWN_0X20 = 6
 _UNKNOWN_0X1B = 2
@@ -178,7 +179,7 @@ def _serial(raw, what, offset):
     text = raw.split(b"\x00", 1)[0]
     if not text:
         return None
-    if not all(0x21 <= byte <= 0x7E for byte in text):
+    if text.translate(None, _PRINTABLE):
         raise MeterError(f"{what} at packet offset {offset} is not ASCII text ({raw[:10].hex()})")
     return text.decode("ascii")
 
