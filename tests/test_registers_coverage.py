@@ -472,4 +472,6 @@ class RelayMeterTests(SynchronousTestCase):
         self.assertEqual(records[1].device_id, records[1].inverter_serial)
         self.assertEqual(records[0].values["frequency"], 50.0)
         self.assertEqual(protocol.session.parse_errors, 0)
+        # the session's family stays the inverter's, meters notwithstanding
+        self.assertEqual(protocol.session.family, records[1].family)
         protocol.transport.loseConnection()
