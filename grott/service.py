@@ -25,7 +25,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import CannotListenError
 
 from grott import limits
-from grott.commands import CommandDispatcher, CommandFactory
+from grott.commands import CommandDispatcher, CommandFactory, is_loopback
 from grott.config import ConfigError
 from grott.logs import Logger, LoggingService
 from grott.pluginhost import PluginHost
@@ -136,11 +136,36 @@ def makeDecoder(config):
         raise ConfigError(f"{config.source}: {e}") from None
 
 
+def check_command(config):
+    """
+    An admin socket that other hosts can reach needs C{command.token}:
+    without one anybody on the network could write inverter registers and
+    re-point the datalogger.  Raise L{ConfigError} otherwise.
+    """
+    c = config.command
+    if c.listen != "none" and not c.token and not is_loopback(c.listen):
+        raise ConfigError(f"{config.source}: command.token: required when command.listen "
+                          f"({c.listen}) is not a loopback address or a unix: socket")
+
+
+def command_endpoint(command):
+    """
+    The admin socket's endpoint description: a C{unix:} socket gets
+    C{command.mode} (0600 by default) unless the description sets its own.
+    """
+    listen = command.listen
+    if listen.split(":", 1)[0].lower() == "unix" and ":mode=" not in listen:
+        listen = f"{listen}:mode={command.mode}"
+    return listen
+
+
 def validate(config):
     """
     Check what the config loader cannot check alone (register definitions,
-    plugin names) by building those parts; raise L{ConfigError}.
+    plugin names, the admin socket's exposure) by building those parts;
+    raise L{ConfigError}.
     """
+    check_command(config)
     makeDecoder(config)
 
 
@@ -148,6 +173,7 @@ def makeService(config, reactor):
     """
     Build the grott service tree for C{config} on C{reactor}.
     """
+    check_command(config)
     top = GrottService()
     top.setName("grott")
     logging = LoggingService.fromConfig(config, reactor)
@@ -191,9 +217,12 @@ def makeService(config, reactor):
     stats.setServiceParent(top)
     if config.command.listen != "none":
         # strports: a command port in use stops start-up like the proxy's.
-        admin = strports.service(config.command.listen,
-                                 CommandFactory(commands, report, listen=config.command.listen),
-                                 reactor=reactor)
+        c = config.command
+        admin = strports.service(
+            command_endpoint(c),
+            CommandFactory(commands, report, listen=c.listen, clock=reactor,
+                           idle_timeout=c.idle_timeout, rate=c.rate_limit, token=c.token),
+            reactor=reactor)
         admin.setName("command")
         admin.setServiceParent(top)
     top.commands = commands
