@@ -27,7 +27,7 @@ from twisted.internet.error import CannotListenError
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory, is_loopback
 from grott.config import ConfigError
-from grott.logs import Logger, LoggingService
+from grott.logs import Logger, LoggingService, bind_proxy_tracing
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
 from grott.proxy import ProxyFactory
@@ -52,6 +52,11 @@ class GrottService(service.MultiService):
         try:
             service.MultiService.privilegedStartService(self)
         except CannotListenError as e:
+            # Logging took over grott's log at its privileged start: give
+            # the log back, for the one line that says why.
+            logging = self.namedServices.get("logging")
+            if logging is not None:
+                logging.stopService()
             raise SystemExit(f"grott: cannot listen on {e.interface or '*'}:{e.port}: "
                              f"{_strip(e.socketError)}") from None
 
@@ -179,6 +184,8 @@ def makeService(config, reactor):
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
     logging.setServiceParent(top)
+    # Until the proxy's factory takes logging.tracing itself (issue 14).
+    bind_proxy_tracing(logging.tracing)
     plugins = PluginHost(config, reactor)
     plugins.setName("plugins")
     plugins.setServiceParent(top)
