@@ -82,8 +82,11 @@ def _clean(value, secrets, depth=0):
     """
     C{value} with C{secrets} masked; the same object when it holds none.
     """
-    if value is None or isinstance(value, (bool, int, float, NamedConstant)):
+    if value is None or isinstance(value, (bool, NamedConstant)):
         return value
+    if isinstance(value, (int, float)):
+        # A numeric password is a number in an event's fields too.
+        return MASK if secrets and secrets.found_in(str(value)) else value
     if isinstance(value, str):
         return secrets.mask(value) if secrets.found_in(value) else value
     if isinstance(value, (bytes, bytearray)):
@@ -467,7 +470,7 @@ class LoggingService(service.Service):
                  per=(f", one file per datalogger in {os.path.abspath(c.directory)}"
                       if c.per_datalogger else ""))
         for warning in self.warnings:
-            log.warn("configuration: {warning}", warning=warning)  # noqa: G010
+            log.warn("configuration: {problem}", problem=warning)  # noqa: G010
         if c.format == "json" and c.to == "stdout" and handoff is None:
             log.warn(  # noqa: G010 (twisted.logger has no warning())
                 "log.format json with log.to stdout needs twistd --logger "

@@ -110,6 +110,27 @@ class LevelTests(LoggingCase):
             svc.stopService()
             self.assertIs(svc.tracing.enabled, False)
 
+    def test_proxyReadsTheServiceTracing(self):
+        """
+        Until the proxy's factory takes the service's PacketTracing, the
+        service tree binds grott.logs.trace_packets / packets to it.
+        """
+        from twisted.internet.testing import MemoryReactor
+
+        from grott.service import makeService
+        self.addCleanup(logs.bind_proxy_tracing, logs.PacketTracing())
+        config = config_from_string(
+            f"log: {{level: debug}}\ncommand: {{listen: none}}\n"
+            f"plugins: {{directory: {self.tmp}/plugins}}\nproxy: {{upstream: none}}\n")
+        top = makeService(config, MemoryReactor())
+        logging = top.getServiceNamed("logging")
+        self.assertIs(logs.trace_packets, False)
+        logging.startService()
+        self.assertIs(logs.trace_packets, True)
+        self.assertIs(logs.packets, logging.tracing.log)
+        logging.stopService()
+        self.assertIs(logs.trace_packets, False)
+
     def test_startLineSaysWhatIsLogged(self):
         self.start(to="file", per_datalogger=True)
         [event] = self.grott_events("grott.logs")
