@@ -311,7 +311,8 @@ class ServiceTests(TestCase):
         top = makeService(config, reactor)
         top.privilegedStartService()
         top.startService()
-        self.addCleanup(top.stopService)
+        self.addCleanup(lambda: top.running and top.stopService())
+        self.top = top
         return top.getServiceNamed("command")._waitingForPort.result
 
     def test_networkWithoutTokenRefused(self):
@@ -342,7 +343,7 @@ class ServiceTests(TestCase):
             await poll(lambda client=client: client.answers == [[]])
             client.transport.loseConnection()
             await client.lost
-            await port.stopListening()
+            await self.top.stopService()
 
     async def test_tokenOverLoopback(self):
         port = self.start(self.config(
