@@ -336,7 +336,7 @@ class ServiceTests(TestCase):
     async def test_unixSocketIsPrivate(self):
         for mode, extra in [(0o600, ""), (0o660, '  mode: "0660"\n')]:
             path = os.path.abspath(self.mktemp())
-            port = self.start(self.config(f'  listen: "unix:{path}"\n{extra}'))
+            self.start(self.config(f'  listen: "unix:{path}"\n{extra}'))
             self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), mode)
             client = await UNIXClientEndpoint(reactor, path).connect(Factory.forProtocol(Client))
             client.sendLine(b"list")
