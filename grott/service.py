@@ -16,6 +16,7 @@ This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
 """
 
+import os
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -153,15 +154,47 @@ def check_command(config):
                           f"({c.listen}) is not a loopback address or a unix: socket")
 
 
+def _is_unix(description):
+    return description.split(":", 1)[0].lower() == "unix"
+
+
 def command_endpoint(command):
     """
     The admin socket's endpoint description: a C{unix:} socket gets
     C{command.mode} (0600 by default) unless the description sets its own.
     """
     listen = command.listen
-    if listen.split(":", 1)[0].lower() == "unix" and ":mode=" not in listen:
+    if _is_unix(listen) and ":mode=" not in listen:
         listen = f"{listen}:mode={command.mode}"
     return listen
+
+
+class PrivateListener(service.Service):
+    """
+    Wraps the admin socket's listener service: a C{unix:} socket is bound
+    under umask 0177, so it exists with mode 0600 from the first moment.
+    Twisted sets C{command.mode} only after bind(), and a local user who
+    connects in between would stay connected after the chmod.
+    """
+
+    def __init__(self, listener):
+        self.listener = listener
+
+    def privilegedStartService(self):
+        old = os.umask(0o177)
+        try:
+            self.listener.privilegedStartService()
+        finally:
+            os.umask(old)
+        service.Service.privilegedStartService(self)
+
+    def startService(self):
+        service.Service.startService(self)
+        self.listener.startService()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return self.listener.stopService()
 
 
 def validate(config):
@@ -230,6 +263,8 @@ def makeService(config, reactor):
             CommandFactory(commands, report, listen=c.listen, clock=reactor,
                            idle_timeout=c.idle_timeout, rate=c.rate_limit, token=c.token),
             reactor=reactor)
+        if _is_unix(c.listen):
+            admin = PrivateListener(admin)
         admin.setName("command")
         admin.setServiceParent(top)
     top.commands = commands

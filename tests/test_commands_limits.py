@@ -11,6 +11,7 @@ socket's mode); StringTransport and Clock where it is about timing.
 import os
 import stat
 
+from twisted.application.service import Service
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
@@ -32,7 +33,7 @@ from grott import logs
 from grott.codec import InverterReadReply
 from grott.commands import HELP, CommandDispatcher, CommandFactory
 from grott.config import ConfigError, config_from_string
-from grott.service import makeService
+from grott.service import PrivateListener, makeService
 from grott.session import Registry
 from tests.test_commands_unit import SERIAL, Fixture
 
@@ -313,7 +314,8 @@ class ServiceTests(TestCase):
         top.startService()
         self.addCleanup(lambda: top.running and top.stopService())
         self.top = top
-        return top.getServiceNamed("command")._waitingForPort.result
+        admin = top.getServiceNamed("command")
+        return getattr(admin, "listener", admin)._waitingForPort.result
 
     def test_networkWithoutTokenRefused(self):
         for listen in ["tcp:15279", "tcp:15279:interface=0.0.0.0",
@@ -338,12 +340,33 @@ class ServiceTests(TestCase):
             path = os.path.abspath(self.mktemp())
             self.start(self.config(f'  listen: "unix:{path}"\n{extra}'))
             self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), mode)
+            # Bound under umask 0177: never more open than 0600 before the chmod.
+            self.assertIsInstance(self.top.getServiceNamed("command"), PrivateListener)
             client = await UNIXClientEndpoint(reactor, path).connect(Factory.forProtocol(Client))
             client.sendLine(b"list")
             await poll(lambda client=client: client.answers == [[]])
             client.transport.loseConnection()
             await client.lost
             await self.top.stopService()
+
+    def test_unixSocketBoundUnderPrivateUmask(self):
+        """
+        The unix socket never exists with wider permissions, even between
+        bind() and Twisted's chmod: it is bound under umask 0177.
+        """
+        seen = []
+
+        class Probe(Service):
+            def privilegedStartService(self):
+                current = os.umask(0)
+                os.umask(current)
+                seen.append(current)
+
+        before = os.umask(0o022)
+        self.addCleanup(os.umask, before)
+        PrivateListener(Probe()).privilegedStartService()
+        self.assertEqual(seen, [0o177])
+        self.assertEqual(os.umask(0o022), 0o022)
 
     async def test_tokenOverLoopback(self):
         port = self.start(self.config(
