@@ -9,6 +9,7 @@ socket's mode); StringTransport and Clock where it is about timing.
 """
 
 import os
+import socket
 import stat
 
 from twisted.application.service import Service
@@ -140,6 +141,10 @@ class NonReadingClientTests(LoopbackBase):
         client.transport.write(b"help\n" * count)
         await poll(lambda: len(self.factory.clients) == 1)
         [server] = self.factory.clients
+        # Small kernel buffers, so the answers back up into grott whatever
+        # the machine's TCP autotuning would allow.
+        client.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        server.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
         bound = 512 * 1024
         # Either grott stops reading the client (it holds only what it had),
         # or what it holds passes the bound (the old behaviour).
