@@ -565,7 +565,7 @@ class CommandProtocol(LineReceiver, TimeoutMixin):
     final empty line.  While a command waits, no further line is read.
 
     Nothing a client does can make grott hold more than a bounded amount
-    for it (README "The command socket", "Limits"):
+    for it (README "The command socket" lists the bounds):
 
      - the protocol is its transport's streaming producer, so while the
        client leaves answers unread (the transport's write buffer is full)
