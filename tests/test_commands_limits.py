@@ -30,7 +30,7 @@ from twisted.logger import formatEvent
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from grott import logs
+from grott import logs, tap
 from grott.codec import InverterReadReply
 from grott.commands import HELP, CommandDispatcher, CommandFactory
 from grott.config import ConfigError, config_from_string
@@ -332,6 +332,20 @@ class ServiceTests(TestCase):
                              f"test.yaml: command.token: required when command.listen "
                              f"({listen}) is not a loopback address or a unix: socket")
         makeService(self.config(f'  listen: "tcp:15279"\n  token: "{TOKEN}"\n'), MemoryReactor())
+
+    def test_twistdStartupRefusesNetworkWithoutToken(self):
+        """
+        twistd grott stops with one line before binding anything.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("command:\n  listen: 'tcp:15279:interface=0.0.0.0'\n")
+        with self.assertRaises(SystemExit) as e:
+            tap.Options().parseOptions(["--config", path])
+        self.assertEqual(str(e.exception),
+                         f"grott: {path}: command.token: required when command.listen "
+                         "(tcp:15279:interface=0.0.0.0) is not a loopback address or a "
+                         "unix: socket")
 
     def test_shortTokenRefused(self):
         with self.assertRaises(ConfigError) as e:
