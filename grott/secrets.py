@@ -6,7 +6,7 @@ marked secret (C{repr=False}: C{outputs.mqtt.password}, C{command.token}),
 in free-form mappings (plugin settings) a key named like a password, token
 or key (C{password}, C{passwd}, C{pwd}, C{secret}, C{token}, C{key},
 C{api_key}...), and the password of any C{scheme://user:password@host} URL
-or DSN anywhere.  Whatever its YAML type, a secret is its text form: a
+or DSN anywhere (and of C{password=...} in keyword DSNs and query strings).  Whatever its YAML type, a secret is its text form: a
 numeric password 90210417 is masked as "90210417".
 
 A secret shorter than L{MIN_LENGTH} is not masked: masking "x" would
@@ -42,6 +42,9 @@ _SECRET_ENDINGS = ("password", "passwd", "pwd", "secret", "token", "apikey", "pr
                    "accesskey", "secretkey")
 #: scheme://user:password@ (URLs and DSNs); the password may be empty.
 _USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:([^/@\s]*)@")
+#: password=... in keyword DSNs ("host=db password=x"), ODBC strings and
+#: query strings.
+_KEYWORD = re.compile(r"(?:^|[\s;&?])(?:password|passwd|pwd)=([^\s;&]+)", re.IGNORECASE)
 
 
 def is_secret_key(name):
@@ -81,11 +84,12 @@ def find_secrets(config):
             if secret and text:
                 found.append((key, text))
             if isinstance(value, str):
-                for match in _USERINFO.finditer(value):
-                    password = match.group(1)
-                    for form in {password, unquote(password)}:
-                        if form:
-                            found.append((f"{key} (URL password)", form))
+                for pattern in (_USERINFO, _KEYWORD):
+                    for match in pattern.finditer(value):
+                        password = match.group(1)
+                        for form in {password, unquote(password)}:
+                            if form:
+                                found.append((f"{key} (URL password)", form))
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             for f in dataclasses.fields(value):
                 if f.name != "source":

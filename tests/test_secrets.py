@@ -32,9 +32,10 @@ plugins:
     legacy: {{pwd: {NUMERIC}, passwd: "pass-Wd-77", key: "key-Val-88"}}
     db: {{dsn: "postgresql://grott:s3cr3t-pw@db.local/grott", city: Utrecht}}
     web: {{url: "https://admin:p%40ss-word@example.invalid/api"}}
+    pg: {{conninfo: "host=db user=grott password=kw-Secret-9 dbname=x"}}
 """
 EXPECTED = {"1234567890", str(NUMERIC), "pass-Wd-77", "key-Val-88", "s3cr3t-pw",
-            "p%40ss-word", "p@ss-word"}
+            "p%40ss-word", "p@ss-word", "kw-Secret-9"}
 
 
 class FindTests(SynchronousTestCase):
@@ -116,6 +117,7 @@ class LogTests(SynchronousTestCase):
         log.info("connecting to {dsn}", dsn="postgresql://grott:s3cr3t-pw@db.local/grott")
         log.info("GET https://admin:p@ss-word@example.invalid/api and {k}", k="key-Val-88")
         log.info("plain {marker}", marker="visible-marker pass-Wd-77")
+        log.info("psql {c}", c="host=db user=grott password=kw-Secret-9 dbname=x")
         for name, text in self.outputs(svc).items():
             for secret in EXPECTED:
                 self.assertNotIn(secret, text, name)
