@@ -625,6 +625,7 @@ class CommandProtocol(LineReceiver, TimeoutMixin):
     def timeoutConnection(self):
         self.log.info("command socket: client {peer} sent no command for {seconds:g} s; "
                       "closing it", peer=self._peer(), seconds=self.factory.idle_timeout)
+        self.factory.counts["closed_idle"] += 1
         self.close(abort=True)
 
     def close(self, abort=False):
@@ -686,6 +687,7 @@ class CommandProtocol(LineReceiver, TimeoutMixin):
             return
         if not self._slowed:
             self._slowed = True
+            factory.counts["slowed"] += 1
             self.log.info("command socket: client {peer} sends more than {rate:g} commands "
                           "a second; reading it more slowly", peer=self._peer(),
                           rate=factory.rate)
@@ -761,6 +763,7 @@ class CommandProtocol(LineReceiver, TimeoutMixin):
             return
         self.log.warn("command socket: client {peer} sent a wrong token; closing it",  # noqa: G010
                       peer=self._peer())
+        self.factory.counts["wrong_token"] += 1
         self.answer(["ERROR wrong token"])
         self.close()
 
@@ -788,6 +791,7 @@ class CommandProtocol(LineReceiver, TimeoutMixin):
         if "unread" in self._holds and self._unread() + len(data) > self.factory.max_unread:
             self.log.warn("command socket: client {peer} leaves {unread} bytes of answers "  # noqa: G010
                           "unread; closing it", peer=self._peer(), unread=self._unread())
+            self.factory.counts["closed_unread"] += 1
             self.close(abort=True)
             return
         self.transport.write(data)
@@ -868,6 +872,17 @@ class CommandFactory(ServerFactory):
         self.token = token or None
         self.max_unread = max_unread
         self.clients = set()
+        #: closed_idle, closed_unread, wrong_token, slowed: for the stats report
+        self.counts = collections.Counter()
+
+    def report_lines(self):
+        """
+        The admin socket's part of the stats report.
+        """
+        c = self.counts
+        return [(f"  command socket: clients={len(self.clients)} closed_idle={c['closed_idle']} "
+                f"closed_unread={c['closed_unread']} wrong_token={c['wrong_token']} "
+                f"slowed={c['slowed']}")]
 
     def startFactory(self):
         if self.listen is None:

@@ -248,9 +248,10 @@ def makeService(config, reactor):
     proxy.setName("proxy")
     proxy.setServiceParent(top)
 
+    extra = [commands.report_lines, partial(plugin_lines, plugins)]
+
     def report():
-        return report_lines(registry, reactor.seconds(),
-                            extra=[commands.report_lines, partial(plugin_lines, plugins)])
+        return report_lines(registry, reactor.seconds(), extra=extra)
 
     stats = StatsService(report, reactor)
     stats.setName("stats")
@@ -258,11 +259,11 @@ def makeService(config, reactor):
     if config.command.listen != "none":
         # strports: a command port in use stops start-up like the proxy's.
         c = config.command
-        admin = strports.service(
-            command_endpoint(c),
-            CommandFactory(commands, report, listen=c.listen, clock=reactor,
-                           idle_timeout=c.idle_timeout, rate=c.rate_limit, token=c.token),
-            reactor=reactor)
+        adminFactory = CommandFactory(commands, report, listen=c.listen, clock=reactor,
+                                      idle_timeout=c.idle_timeout, rate=c.rate_limit,
+                                      token=c.token)
+        extra.insert(0, adminFactory.report_lines)
+        admin = strports.service(command_endpoint(c), adminFactory, reactor=reactor)
         if _is_unix(c.listen):
             admin = PrivateListener(admin)
         admin.setName("command")

@@ -174,6 +174,7 @@ class NonReadingClientTests(LoopbackBase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
         self.assertIn("unread; closing it", formatEvent(events[-1]))
+        self.assertEqual(factory.counts["closed_unread"], 1)
         self.assertEqual(factory.clients, {protocol})
         protocol.connectionLost(None)
         self.assertEqual(factory.clients, set())
@@ -228,6 +229,9 @@ class IdleTests(LoopbackBase):
         f.clock.advance(1)
         self.assertTrue(transport.disconnecting)
         self.assertIn("sent no command for 60 s", formatEvent(events[0]))
+        self.assertEqual(admin.factory.report_lines(),
+                         [("  command socket: clients=1 closed_idle=1 closed_unread=0 "
+                          "wrong_token=0 slowed=0")])
         protocol.connectionLost(None)
         self.assertEqual(f.clock.getDelayedCalls(), [])
 
@@ -256,6 +260,7 @@ class RateTests(SynchronousTestCase):
         # Said once per client, not once per line.
         slowed = [e for e in events if "more slowly" in formatEvent(e)]
         self.assertEqual(len(slowed), 1)
+        self.assertEqual(admin.factory.counts["slowed"], 1)
 
     def test_slowClientNeverLimited(self):
         f = Fixture()
@@ -402,6 +407,11 @@ class ServiceTests(TestCase):
         intruder.sendLine(b"auth guessed-token-0000000")
         await intruder.lost
         self.assertEqual(intruder.answers, [["ERROR wrong token"]])
+        # The stats report counts it.
+        client.sendLine(b"stats")
+        await poll(lambda: len(client.answers) == 4)
+        self.assertIn("  command socket: clients=1 closed_idle=0 closed_unread=0 "
+                      "wrong_token=1 slowed=0", client.answers[3])
         client.transport.loseConnection()
         await client.lost
 
