@@ -8,6 +8,8 @@ Beyond loading the file (types, unknown keys, endpoint strings), it builds
 the whole service tree on a MemoryReactor, without starting it or touching
 the network, to catch wiring errors (unknown plugin names...), and checks
 that the log files it names can be written by the user running the check.
+Warnings (a secret too short to mask, a file others can read while it holds
+secrets) go to standard error as "PATH: warning: ..." and do not fail it.
 """
 
 import sys
