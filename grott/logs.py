@@ -181,12 +181,38 @@ class Redacting:
 
 # ---------------------------------------------------------------- publishers
 
-#: grott's log bus: every grott Logger emits here.  Who listens is the
-#: running LoggingService's business; this default route stands in while
-#: none runs.
-publisher = _tlog.LogPublisher()
-_DEFAULT_ROUTE = _tlog.FilteringLogObserver(_tlog.globalLogPublisher, [level_filter("info")])
-publisher.addObserver(_DEFAULT_ROUTE)
+class _Bus(_tlog.LogPublisher):
+    """
+    grott's log bus: one route at a time besides whoever observes it (tests
+    do).  The running LoggingService takes the route and gives it back when
+    it stops; if two run at once (tests), the later one routes until it
+    stops, and nothing is logged twice.
+    """
+
+    def __init__(self, default):
+        super().__init__()
+        self._routes = [default]
+        self.addObserver(default)
+
+    def take(self, route):
+        self.removeObserver(self._routes[-1])
+        self._routes.append(route)
+        self.addObserver(route)
+
+    def give_back(self, route):
+        if route not in self._routes:
+            return
+        active = self._routes[-1]
+        self._routes.remove(route)
+        if route is active:
+            self.removeObserver(route)
+            self.addObserver(self._routes[-1])
+
+
+#: Every grott Logger emits here.  Where events go is the running
+#: LoggingService's business; the default route (the global publisher, info
+#: and above) stands in while none runs.
+publisher = _Bus(_tlog.FilteringLogObserver(_tlog.globalLogPublisher, [level_filter("info")]))
 
 
 class Logger(_tlog.Logger):
@@ -400,14 +426,12 @@ class LoggingService(service.Service):
     def _install(self):
         if not self._installed:
             self._installed = True
-            publisher.removeObserver(_DEFAULT_ROUTE)
-            publisher.addObserver(self._entry)
+            publisher.take(self._entry)
 
     def _uninstall(self):
         if self._installed:
             self._installed = False
-            publisher.removeObserver(self._entry)
-            publisher.addObserver(_DEFAULT_ROUTE)
+            publisher.give_back(self._entry)
 
     def privilegedStartService(self):
         # Earliest moment after makeService: mask secrets before the other

@@ -101,6 +101,24 @@ class LevelTests(LoggingCase):
         self.assertEqual(len(self.grott_events()), 1)
         self.assertEqual(self.grott_events("grott.packets"), [])
 
+    def test_twoServicesNeverLogTwice(self):
+        """
+        The later of two running services routes grott's events until it
+        stops; then the earlier one again, then the default route.
+        """
+        first = self.start(level="info")
+        second = self.start(level="warn")
+        log = logs.Logger("grott.test")
+        log.info("hidden by the second")
+        log.warn("once")  # noqa: G010
+        second.stopService()
+        log.info("through the first")
+        first.stopService()
+        log.debug("default route: not at debug")
+        log.info("default route")
+        self.assertEqual([e["log_format"] for e in self.grott_events()],
+                         ["once", "through the first", "default route"])
+
     def test_tracePackets(self):
         for settings, expected in [({}, False), ({"level": "debug"}, True),
                                    ({"per_datalogger": True}, True),
