@@ -20,12 +20,16 @@ from grott.codec import COMMANDS, InverterReadRequest, RecordType
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import config_from_string
 from grott.control import Control
-from grott.testing.fakecloud import FakeCloud
 from grott.proxy import ProxyFactory
 from grott.service import makeService
 from grott.session import Registry
-from grott.testing.simulator import DataloggerFactory, DataloggerSpec, SimulatedDatalogger
 from grott.stats import report_lines
+from grott.testing.fakecloud import FakeCloud
+from grott.testing.simulator import (
+    DataloggerFactory,
+    DataloggerSpec,
+    SimulatedDatalogger,
+)
 
 TIMEOUT = 10.0
 
@@ -130,10 +134,13 @@ class CommandLoopbackBase(TestCase):
         def report():
             return report_lines(self.registry, reactor.seconds(),
                                 extra=[self.dispatcher.report_lines, self.control.report_lines])
+        # The admin clients' idle and rate timers: a clock of their own.
+        self.adminClock = Clock()
         # Raw writes allowed: these tests are about the wire; the safety
         # rules have their own (test_control_loopback).
         self.control = Control(self.dispatcher, allow_raw_writes=True)
-        self.admin = CommandFactory(self.dispatcher, report, control=self.control)
+        self.admin = CommandFactory(self.dispatcher, report, clock=self.adminClock,
+                                    control=self.control)
         self.adminPort = await _listen(self.admin)
         # Cleanups run last-added first: clients, dataloggers, then the proxy and cloud.
         self.addCleanup(self.cloud.close_all)
