@@ -48,21 +48,20 @@ async def query(url, token):
     json.dump(result, sys.stdout)
 
 
-async def watch(url, token, path):
+async def watch(url, token, out):
     async with aiohttp.ClientSession() as session:
         ws = await _connect(session, url, token)
         await _call(ws, 1, {"type": "subscribe_events", "event_type": "state_changed"})
-        with open(path, "a", encoding="utf-8") as out:
-            out.write(json.dumps({"watching": True}) + "\n")
+        out.write(json.dumps({"watching": True}) + "\n")
+        out.flush()
+        while True:
+            message = await ws.receive_json()
+            if message.get("type") != "event":
+                continue
+            new = message["event"]["data"].get("new_state") or {}
+            out.write(json.dumps({"entity_id": message["event"]["data"]["entity_id"],
+                                  "state": new.get("state")}) + "\n")
             out.flush()
-            while True:
-                message = await ws.receive_json()
-                if message.get("type") != "event":
-                    continue
-                new = message["event"]["data"].get("new_state") or {}
-                out.write(json.dumps({"entity_id": message["event"]["data"]["entity_id"],
-                                      "state": new.get("state")}) + "\n")
-                out.flush()
 
 
 if __name__ == "__main__":
@@ -70,4 +69,5 @@ if __name__ == "__main__":
     if mode == "query":
         asyncio.run(query(url, token))
     else:
-        asyncio.run(watch(url, token, sys.argv[4]))
+        with open(sys.argv[4], "a", encoding="utf-8") as changes:
+            asyncio.run(watch(url, token, changes))

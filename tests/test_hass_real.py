@@ -40,6 +40,22 @@ async def _until(predicate, what, poll=0.25):
         await deferLater(reactor, poll, lambda: None)
 
 
+def _numeric_history(path, entity_ids):
+    """
+    entity id -> the numeric states it went through, from the watcher's file.
+    """
+    history = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            change = json.loads(line)
+            if change.get("entity_id") in entity_ids:
+                try:
+                    history.setdefault(change["entity_id"], []).append(float(change["state"]))
+                except (TypeError, ValueError):
+                    pass
+    return history
+
+
 class HomeAssistantTests(unittest.TestCase):
 
     skip = mosquitto.SKIP or homeassistant.SKIP
@@ -124,7 +140,7 @@ class HomeAssistantTests(unittest.TestCase):
         states = {s["entity_id"]: s for s in seen["states"]}
         by_unique = {e["unique_id"]: e for e in entities}
 
-        for serial in loggers:
+        for serial, logger in loggers.items():
             want = last_live(serial)
             [device] = [d for d in devices.values()
                         if ["mqtt", f"grott_{serial}"] in d["identifiers"]]
@@ -147,7 +163,7 @@ class HomeAssistantTests(unittest.TestCase):
             self.assertEqual(energy["attributes"]["friendly_name"], f"Growatt {serial} Energy total")
             # The datalogger is a device of its own, between grott and the inverter.
             datalogger = devices[device["via_device_id"]]
-            self.assertEqual(datalogger["name"], f"Growatt datalogger {loggers[serial].spec.serial}")
+            self.assertEqual(datalogger["name"], f"Growatt datalogger {logger.spec.serial}")
             self.assertEqual(devices[datalogger["via_device_id"]]["name"], "grott proxy")
             self.assertEqual(device["serial_number"], serial)
         min_device = next(d for d in devices.values()
@@ -165,15 +181,7 @@ class HomeAssistantTests(unittest.TestCase):
         # than the live data never reached them).
         energy_ids = {s["entity_id"] for s in states.values()
                       if s["attributes"].get("device_class") == "energy"}
-        history = {}
-        with open(changes, encoding="utf-8") as f:
-            for line in f:
-                change = json.loads(line)
-                if change.get("entity_id") in energy_ids:
-                    try:
-                        history.setdefault(change["entity_id"], []).append(float(change["state"]))
-                    except (TypeError, ValueError):
-                        pass
+        history = _numeric_history(changes, energy_ids)
         self.assertTrue(history)
         for entity_id, values in history.items():
             self.assertEqual(values, sorted(values), entity_id)

@@ -129,6 +129,17 @@ class TableTests(unittest.SynchronousTestCase):
         self.assertEqual(tlx["grott_INV0000001_pf"]["device_class"], "power_factor")
         self.assertEqual(tlx["grott_INV0000001_bdc1_soc"]["device_class"], "battery")
 
+    def test_trackers_and_phases_from_the_announce(self):
+        inverter = hass.Inverter(serial="S1", datalogger="D1", family="tlx", trackers=2,
+                                 phases=1)
+        configs = _discovery().inverter(inverter, _units("tlx", "input"), {})
+        enabled = {c["unique_id"] for c in configs.values()
+                   if c.get("enabled_by_default", True)}
+        self.assertIn("grott_S1_pv2watt", enabled)
+        for key in ("pv3watt", "pv4voltage", "pvgridvoltage2", "pvgridcurrent3"):
+            self.assertIn(f"grott_S1_{key}", {c["unique_id"] for c in configs.values()})
+            self.assertNotIn(f"grott_S1_{key}", enabled)
+
     def test_device(self):
         config = next(iter(_configs("tlx").values()))
         self.assertEqual(config["device"], {

@@ -15,6 +15,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from grott import logs
+from grott.config import MqttConfig
 from grott.outputs.mqtt import record_payload
 from grott.pluginhost import PluginHost
 from tests import mosquitto
@@ -276,6 +277,11 @@ class OutageTests(BrokerTestCase):
 
         await subscriber.wait_for(lambda m: seqs() == {0, 1, 2})
         await self.broker.stop()
+        # Records handed to the client before it notices are resent by it
+        # (QoS 1); these wait for it in the plugin queue.
+        plugin = host.runners[0].plugin
+        while plugin.connected:
+            await deferLater(reactor, 0.01, lambda: None)
         for packet, record in pairs[3:]:
             host.deliver(packet, record)
             await deferLater(reactor, 0.02, lambda: None)
@@ -311,6 +317,38 @@ class OutageTests(BrokerTestCase):
 
     def test_broker_down_at_start(self):
         return defer.Deferred.fromCoroutine(self._late_broker())
+
+    async def _back_soon(self):
+        """
+        With the shipped reconnect settings, after an outage long enough
+        for the backoff to reach its cap, grott is back within about one
+        capped delay of the broker's return, not minutes later.
+        """
+        defaults = MqttConfig()
+        host = self.host(reconnect_min=defaults.reconnect_min,
+                         reconnect_max=defaults.reconnect_max)
+        self.start(host)
+        plugin = host.runners[0].plugin
+        while not plugin.connected:
+            await deferLater(reactor, 0.05, lambda: None)
+        await self.broker.stop()
+        # 1 + 2 + 4 + 5 s of failed attempts: the backoff is at its cap.
+        while plugin.counts["connect_failures"] < 4:
+            await deferLater(reactor, 0.1, lambda: None)
+        await self.broker.start()
+        back = reactor.seconds()
+        while not plugin.connected:
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertLess(reactor.seconds() - back, defaults.reconnect_max + 3)
+        packet, record = packet_and_record()
+        host.deliver(packet, record)
+        while host.stats()[0]["delivered"] < 1:
+            await deferLater(reactor, 0.05, lambda: None)
+
+    def test_reconnects_soon_after_a_long_outage(self):
+        return defer.Deferred.fromCoroutine(self._back_soon())
+
+    test_reconnects_soon_after_a_long_outage.timeout = 60
 
 
 class AuthTests(BrokerTestCase):

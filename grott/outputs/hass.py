@@ -123,6 +123,8 @@ class Inverter:
     control_firmware: object = None
     manufacturer: object = None
     module_code: object = None
+    trackers: object = None
+    phases: object = None
 
     def model(self):
         family = _MODELS.get(self.family, self.family or "Growatt inverter")
@@ -208,6 +210,8 @@ class Discovery:
                          if (source, key) not in known]
         configs = {}
         for entity in rows:
+            if entity.enabled and not entity.fits(inverter.trackers, inverter.phases):
+                entity = dataclasses.replace(entity, enabled=False)
             holding = entity.source == "holding"
             object_id = f"holding_{slug(entity.key)}" if holding else slug(entity.key)
             config = entity_config(

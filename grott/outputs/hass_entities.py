@@ -35,6 +35,9 @@ class Entity:
         C{"holding"} (announce records, the announce topic).
     @ivar extra: more config keys for this component (templates, options,
         command topics for control entities).
+    @ivar tracker: the PV input this row belongs to (disabled by default on
+        an inverter that announced fewer).
+    @ivar phase: the AC phase this row belongs to (likewise).
     """
 
     key: str
@@ -49,6 +52,18 @@ class Entity:
     source: str = "input"
     icon: str = None
     extra: tuple = ()
+    #: Enabled only if the inverter has this many PV trackers / AC phases
+    #: (announce register 44; unknown counts enable everything).
+    tracker: int = None
+    phase: int = None
+
+    def fits(self, trackers, phases):
+        """
+        Whether this row applies to an inverter with C{trackers} PV inputs
+        and C{phases} AC phases (None: unknown, assume it does).
+        """
+        return not ((trackers and self.tracker and self.tracker > trackers)
+                    or (phases and self.phase and self.phase > phases))
 
 
 def _power(key, name, **kw):
@@ -109,11 +124,12 @@ def _status(key="pvstatus", low_byte=False):
 def _strings(count, energy=True):
     rows = []
     for n in range(1, count + 1):
-        rows += [_power(f"pv{n}watt", f"PV{n} power"), _voltage(f"pv{n}voltage", f"PV{n} voltage"),
-                 _current(f"pv{n}current", f"PV{n} current")]
+        rows += [_power(f"pv{n}watt", f"PV{n} power", tracker=n),
+                 _voltage(f"pv{n}voltage", f"PV{n} voltage", tracker=n),
+                 _current(f"pv{n}current", f"PV{n} current", tracker=n)]
         if energy:
-            rows += [_energy(f"epv{n}today", f"PV{n} energy today", enabled=False),
-                     _energy(f"epv{n}total", f"PV{n} energy total", enabled=False)]
+            rows += [_energy(f"epv{n}today", f"PV{n} energy today", enabled=False, tracker=n),
+                     _energy(f"epv{n}total", f"PV{n} energy total", enabled=False, tracker=n)]
     return rows
 
 
@@ -126,12 +142,12 @@ _GRID_1P = [
 ]
 
 _GRID_3P = [
-    _voltage("pvgridvoltage2", "Grid voltage L2"),
-    _current("pvgridcurrent2", "Grid current L2"),
-    _apparent("pvgridpower2", "Grid apparent power L2", enabled=False),
-    _voltage("pvgridvoltage3", "Grid voltage L3"),
-    _current("pvgridcurrent3", "Grid current L3"),
-    _apparent("pvgridpower3", "Grid apparent power L3", enabled=False),
+    _voltage("pvgridvoltage2", "Grid voltage L2", phase=2),
+    _current("pvgridcurrent2", "Grid current L2", phase=2),
+    _apparent("pvgridpower2", "Grid apparent power L2", enabled=False, phase=2),
+    _voltage("pvgridvoltage3", "Grid voltage L3", phase=3),
+    _current("pvgridcurrent3", "Grid current L3", phase=3),
+    _apparent("pvgridpower3", "Grid apparent power L3", enabled=False, phase=3),
 ]
 
 _COMMON = [

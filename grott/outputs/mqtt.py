@@ -146,7 +146,8 @@ class _Device:
             firmware=getattr(ident, "firmware", None),
             control_firmware=getattr(ident, "control_firmware", None),
             manufacturer=getattr(ident, "manufacturer", None),
-            module_code=getattr(ident, "module_code", None))
+            module_code=getattr(ident, "module_code", None),
+            trackers=getattr(ident, "trackers", None), phases=getattr(ident, "phases", None))
 
     def learn(self, record):
         """
@@ -298,6 +299,7 @@ class MqttOutput:
             waiter.callback(None)
 
     def _on_connect_fail(self):
+        self.counts["connect_failures"] += 1
         self._report("unreachable", "MQTT: cannot reach broker {broker}; retrying (records "
                      "wait in the plugin queue)")
 
