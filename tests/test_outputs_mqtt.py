@@ -212,6 +212,32 @@ class PublishTests(BrokerTestCase):
         self.assertEqual(plugin.counts["held_decrease"], 1)
         self.assertIn("decrease=1", plugin.reportLines()[0])
 
+    def test_stale_configs_of_older_versions_are_removed(self):
+        return defer.Deferred.fromCoroutine(self._stale())
+
+    async def _stale(self):
+        packet, record = packet_and_record("grott-p6-0104-classic")
+        serial = record.inverter_serial
+        old = f"homeassistant/sensor/grott_{serial}/reg_67/config"
+        other = "homeassistant/sensor/grott_SOMEONEELSE/pvpowerin/config"
+        kept = f"homeassistant/sensor/grott_{serial}/pvpowerin/config"
+        setup = self.subscribe([old, other])
+        await setup.subscribed
+        for topic in (old, other, kept):
+            setup.client.publish(topic, b'{"name": "old"}', qos=1, retain=True)
+        await setup.wait_for(lambda m: len(m) == 2)
+        host = self.host(discovery=True)
+        self.start(host)
+        host.deliver(packet, record)
+        plugin = host.runners[0].plugin
+        await setup.wait_for(lambda m: (old, b"", False) in m)
+        self.assertEqual(plugin.counts["stale_configs_removed"], 1)
+        late = self.subscribe([old, other, kept])
+        await late.wait_for(lambda m: late.on(kept) and late.on(other))
+        self.assertEqual(late.on(old), [])
+        self.assertEqual(late.on(other), [(b'{"name": "old"}', True)])
+        self.assertEqual(_json(late.on(kept)[0][0])["name"], "PV power")
+
     def test_birth_message_republishes(self):
         return defer.Deferred.fromCoroutine(self._birth())
 

@@ -248,6 +248,9 @@ class MqttOutput:
         self._serials = {}
         self._serial_streak = collections.Counter()
         self._published = {}
+        #: discovery node -> retained config topics seen on the broker
+        self._retained = {}
+        self._nodes = {}
         self.outstanding = 0
         self.counts = collections.Counter()
         self._registry = None
@@ -289,7 +292,9 @@ class MqttOutput:
         self._trouble = None
         self.client.publish(self.availability_topic, "online", qos=1, retain=True)
         if self.discovery is not None:
-            self.client.subscribe(self.birth_topic, qos=1)
+            prefix = self.settings.discovery_prefix
+            self.client.subscribe([(self.birth_topic, 1), (f"{prefix}/sensor/+/+/config", 1),
+                                   (f"{prefix}/binary_sensor/+/+/config", 1)])
         if self._ever_connected:
             # A restarted broker may have lost the retained configs and states.
             self._republish()
@@ -329,10 +334,39 @@ class MqttOutput:
             entry[0].callback(True)
 
     def _on_message(self, topic, payload):
-        if topic == self.birth_topic and payload.strip() == b"online" and self.connected:
-            self.log.info("MQTT: Home Assistant is online; publishing discovery and the "
-                          "last state of {count} device(s)", count=len(self.devices))
-            self._republish()
+        if topic == self.birth_topic:
+            if payload.strip() == b"online" and self.connected:
+                self.log.info("MQTT: Home Assistant is online; publishing discovery and the "
+                              "last state of {count} device(s)", count=len(self.devices))
+                self._republish()
+            return
+        self._seen_config(topic, payload)
+
+    def _seen_config(self, topic, payload):
+        """
+        Remember the retained discovery configs of grott's inverter nodes on
+        the broker, so those an older version left behind (raw reg_N, values
+        no longer announced) are removed once their device is seen again.
+        """
+        parts = topic[len(self.settings.discovery_prefix) + 1:].split("/")
+        node = parts[1] if len(parts) == 4 else ""
+        if not node.startswith("grott_") or node.startswith(("grott_dl_", "grott_proxy_")):
+            return
+        seen = self._retained.setdefault(node, set())
+        if not payload:
+            seen.discard(topic)
+            return
+        seen.add(topic)
+        device = self._nodes.get(node)
+        if device is not None and device.published_version is not None \
+                and topic not in device.published:
+            self._fire_and_forget(self._stale([topic], node))
+
+    def _stale(self, topics, node):
+        qos = max(1, self.settings.qos)
+        self._retained.get(node, set()).difference_update(topics)
+        self.counts["stale_configs_removed"] += len(topics)
+        return [(topic, b"", qos, True) for topic in topics]
 
     def _report(self, trouble, message, **fields):
         """
@@ -541,6 +575,9 @@ class MqttOutput:
             # A config of an older version this one does not have: remove it.
             del device.published[gone]
             messages.append((gone, b"", qos, True))
+        node = f"grott_{hass.slug(device.key)}"
+        self._nodes[node] = device
+        messages += self._stale(sorted(self._retained.get(node, set()) - set(configs)), node)
         return messages + self._configs(configs, device.published)
 
     def _datalogger_messages(self, datalogger, state):
@@ -616,7 +653,8 @@ class MqttOutput:
                 f"{self.broker}, {self.outstanding} record(s) awaiting the broker, "
                 f"{self.counts['failed']} failed; held back: {held}; "
                 f"{len(self.devices)} device(s), "
-                f"{self.counts['discovery_configs']} discovery config(s) published")
+                f"{self.counts['discovery_configs']} discovery config(s) published, "
+                f"{self.counts['stale_configs_removed']} stale one(s) removed")
         return [line]
 
     # -- service hooks
