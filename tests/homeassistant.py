@@ -31,6 +31,16 @@ PYTHON = os.path.join(VENV, "bin", "python")
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ha_client.py")
 
 
+def _environment():
+    """
+    The environment for Home Assistant's processes: without grott's Python
+    path (trial's workers set PYTHONPATH to their own sys.path, which would
+    put grott's paho-mqtt 2 and cryptography in front of Home Assistant's).
+    """
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+
+
 def _skip_reason():
     if not os.path.exists(PYTHON):
         return (f"no Home Assistant venv at {VENV} (python3.11 -m venv .ha-venv && .ha-venv/bin/"
@@ -38,7 +48,7 @@ def _skip_reason():
                 "or set GROTT_HA_VENV)")
     try:
         subprocess.run([PYTHON, "-c", "import homeassistant.const, paho.mqtt.client"],
-                       check=True, capture_output=True, timeout=60)
+                       check=True, capture_output=True, timeout=60, env=_environment())
     except (subprocess.SubprocessError, OSError) as e:
         return f"the Home Assistant venv at {VENV} is incomplete: {e}"
     return None
@@ -147,11 +157,16 @@ class HomeAssistant:
         self.process = _Process()
         reactor.spawnProcess(self.process, PYTHON, [
             PYTHON, "-m", "homeassistant", "--config", self.directory, "--skip-pip",
-            "--log-file", self.log_file, "--log-no-color"], env=dict(os.environ))
+            "--log-file", self.log_file, "--log-no-color"], env=_environment())
         return defer.Deferred.fromCoroutine(self._until_up())
 
-    async def _until_up(self):
+    async def _until_up(self, deadline=150.0):
+        give_up = reactor.seconds() + deadline
         while True:
+            if reactor.seconds() > give_up:
+                raise RuntimeError(f"Home Assistant's API did not answer within {deadline} s:\n"
+                                   + "\n".join(line for line in self.log().splitlines()
+                                               if "ERROR" in line)[-3000:])
             if self.process.ended.called:
                 raise RuntimeError("Home Assistant exited: "
                                    + self.process.errors.decode(errors="replace"))
@@ -182,7 +197,7 @@ class HomeAssistant:
         """
         process = _Process(keep=None)
         reactor.spawnProcess(process, PYTHON, [PYTHON, CLIENT, "query", self.url, self.token],
-                             env=dict(os.environ))
+                             env=_environment())
         await process.ended
         try:
             return json.loads(process.output)
@@ -198,7 +213,7 @@ class HomeAssistant:
         self.watcher = _Process()
         reactor.spawnProcess(self.watcher, PYTHON,
                              [PYTHON, CLIENT, "watch", self.url, self.token, path],
-                             env=dict(os.environ))
+                             env=_environment())
         return defer.Deferred.fromCoroutine(self._watching(path))
 
     async def _watching(self, path):

@@ -119,7 +119,9 @@ class HomeAssistantTests(unittest.TestCase):
             self.assertEqual(len(subscriber.on(f"energy/growatt/{serial}/buffered")), BUFFERED)
 
         async def settled():
-            if "Setup failed for 'mqtt'" in hass.log() or "recovery mode" in hass.log():
+            log = hass.log()
+            if any(bad in log for bad in ("Setup failed for 'mqtt'", "recovery mode",
+                                          "Error setting up entry")):
                 self.fail("Home Assistant could not set up MQTT:\n" + hass.log()[-3000:])
             seen = await hass.query()
             ids = {e["unique_id"]: e["entity_id"] for e in seen["entities"]}
