@@ -224,6 +224,37 @@ class PublishTests(BrokerTestCase):
         held_lines = [e for e in events if "held a record" in e.get("log_format", "")]
         self.assertEqual(len(held_lines), 1)
 
+    def test_inverters_behind_one_datalogger(self):
+        return defer.Deferred.fromCoroutine(self._one_datalogger())
+
+    async def _one_datalogger(self):
+        """
+        Two device addresses of one datalogger are two devices; a third
+        serial at a known address within the session is held back.
+        """
+        subscriber = self.subscribe(["homeassistant/#", "energy/#"])
+        await subscriber.subscribed
+        host = self.host(discovery=True)
+        self.start(host)
+        packet, record = packet_and_record("grott-p6-0104-classic")
+        second = dataclasses.replace(record, inverter_serial="SECOND0001", device_address=2)
+        swapped = dataclasses.replace(record, inverter_serial="SWAPPED001")
+        for item in (record, second, swapped):
+            host.deliver(packet, item)
+        await subscriber.wait_for(lambda m: subscriber.on("energy/growatt/SWAPPED001/held"))
+        await subscriber.wait_for(lambda m: subscriber.on("energy/growatt/SECOND0001"))
+        devices = {}
+        for topic, payload, _ in subscriber.messages:
+            if topic.startswith("homeassistant/sensor/") and payload:
+                device = _json(payload)["device"]
+                if device["name"] != "grott proxy":
+                    devices[device["identifiers"][0]] = device["via_device"]
+        self.assertEqual(devices, {f"grott_{record.inverter_serial}":
+                                   f"grott_dl_{record.datalogger_serial}",
+                                   "grott_SECOND0001": f"grott_dl_{record.datalogger_serial}"})
+        self.assertEqual(subscriber.on("energy/growatt/SWAPPED001"), [])
+        self.assertEqual(host.runners[0].plugin.counts["held_serial_changed"], 1)
+
     def test_stale_configs_of_older_versions_are_removed(self):
         return defer.Deferred.fromCoroutine(self._stale())
 
