@@ -302,6 +302,8 @@ class PublishTests(BrokerTestCase):
     def test_full_load_drops_nothing(self):
         return defer.Deferred.fromCoroutine(self._full_load())
 
+    test_full_load_drops_nothing.timeout = 120
+
     async def _full_load(self):
         """
         Records arrive as fast as the plugin host hands them over, in bursts

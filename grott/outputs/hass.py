@@ -246,7 +246,7 @@ class Discovery:
         common = {"state_topic": self.topics.status, "availability_topic": self.availability,
                   "device": device, "entity_category": "diagnostic"}
         rows = [("dataloggers", "Dataloggers connected", "measurement", "mdi:router-wireless"),
-                ("local_acks", "Local acknowledgements", "measurement", "mdi:reply"),
+                ("local_acks", "Local acknowledgements", "total_increasing", "mdi:reply"),
                 ("records_dropped", "Records dropped", "total_increasing", "mdi:delete-alert"),
                 ("records_held", "Records held back", "total_increasing", "mdi:shield-alert")]
         configs = {}
