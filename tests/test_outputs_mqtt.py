@@ -183,6 +183,12 @@ class PublishTests(BrokerTestCase):
         await late.wait_for(_count("homeassistant/", count))
         await late.wait_for(lambda m: all(late.on(f"energy/growatt/{s}") for s in serials))
         self.assertTrue(all(retain for _, _, retain in late.messages))
+        # A clean stop marks grott and every datalogger it knew offline.
+        await host.stopService()
+        topics = [f"energy/growatt/{r.datalogger_serial}/availability" for _, r in pairs]
+        after = self.subscribe(topics + ["energy/growatt/availability"])
+        await after.wait_for(lambda m: len(m) == 3)
+        self.assertEqual({payload for _, payload, _ in after.messages}, {b"offline"})
 
     def test_buffered_and_held_stay_off_the_live_topic(self):
         return defer.Deferred.fromCoroutine(self._buffered_held())

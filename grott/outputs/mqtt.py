@@ -63,6 +63,8 @@ STATUS_INTERVAL = 30.0
 _EXPIRE_STEPS = (60, 180, 300, 600, 900, 1800, 3600, 7200)
 #: expire_after until a device's interval is known (3 x the default 5 min).
 _EXPIRE_DEFAULT = 900
+#: The announce record type (0x03): identification and holding registers.
+ANNOUNCE = 0x03
 
 
 class MqttError(Exception):
@@ -202,9 +204,6 @@ class _Device:
         ident = self.identification
         self.guard.rated_power = getattr(ident, "rated_power", None)
         return self.guard.check(record.timestamp, record.values, now)
-
-
-ANNOUNCE = 0x03
 
 
 @implementer(IGrottPlugin, IGrottPluginService, IGrottObserver)
@@ -469,16 +468,16 @@ class MqttOutput:
 
     # -- routing a record
 
-    def _message(self, topic, document, retain, qos=None):
-        return (topic, jsonenc.dumps(document), self.settings.qos if qos is None else qos,
-                retain)
+    def _message(self, topic, payload, retain):
+        return (topic, payload, self.settings.qos, retain)
 
     def _route(self, record, log):
         settings = self.settings
         messages = []
         document = record_payload(record)
+        payload = jsonenc.dumps(document)
         if not settings.serial_in_topic:
-            messages.append(self._message(settings.topic, document, settings.retain))
+            messages.append(self._message(settings.topic, payload, settings.retain))
         if not (settings.serial_in_topic or settings.discovery):
             return messages
         key = hass.device_key(record)
@@ -490,22 +489,22 @@ class MqttOutput:
         keep = settings.retain or settings.discovery
         if record.record_type == ANNOUNCE:
             device.learn(record)
-            device.announce = self._message(self.topics.announce(key), document, keep)
+            device.announce = self._message(self.topics.announce(key), payload, keep)
             messages += self._discovery_messages(device)
             messages.append(device.announce)
         elif record.buffered:
-            messages.append(self._message(self.topics.buffered(key), document, settings.retain))
+            messages.append(self._message(self.topics.buffered(key), payload, settings.retain))
         else:
             reason = self._serial_changed(record, key) or device.check(
                 record, self.reactor.seconds(), settings.discovery_all)
             if reason is not None:
                 self._held(record, key, reason, log)
                 messages.append(self._message(self.topics.held(key),
-                                              dict(document, held=reason), False))
+                                              jsonenc.dumps(dict(document, held=reason)), False))
                 return messages
             device.learn(record)
             device.learn_interval(self.reactor.seconds())
-            device.live = self._message(self.topics.live(key), document, keep)
+            device.live = self._message(self.topics.live(key), payload, keep)
             messages += self._discovery_messages(device)
             messages.append(device.live)
         return messages
@@ -695,12 +694,17 @@ class MqttOutput:
         for waiter in waiters:
             waiter.cancel()
         if self.connected:
-            # A clean disconnect does not fire the last will: say it ourselves.
-            offline = self._publish(self.availability_topic, "offline", 1, True)
+            # A clean disconnect does not fire the last will: say it
+            # ourselves, for grott and for every datalogger it knew (one
+            # that does not come back after a restart must not look online).
+            goodbyes = [self._publish(self.topics.datalogger(datalogger), "offline", 1, True)
+                        for datalogger, state in self.dataloggers.items() if state == "online"]
+            goodbyes.append(self._publish(self.availability_topic, "offline", 1, True))
+            offline = defer.gatherResults(goodbyes, consumeErrors=True)
             offline.addTimeout(_GOODBYE_TIMEOUT, self.reactor)
             try:
                 await offline
-            except defer.TimeoutError:
+            except (defer.TimeoutError, defer.FirstError):
                 pass
             self._disconnected = defer.Deferred()
             gone = self._disconnected
