@@ -206,6 +206,34 @@ class _Device:
         return self.guard.check(record.timestamp, record.values, now)
 
 
+class _Batch:
+    """
+    The acknowledgements one record's messages still wait for; C{done}
+    fires when the last arrives (or fails with the first error).  Stands
+    in for a message's Deferred in L{MqttOutput._pending}.
+    """
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, count):
+        self.left = count
+        self.done = defer.Deferred()
+        if not count:
+            self.done.callback(True)
+
+    def callback(self, _):
+        self.left -= 1
+        if self.left == 0 and not self.done.called:
+            self.done.callback(True)
+
+    def errback(self, error):
+        if not self.done.called:
+            self.done.errback(error)
+
+    def cancel(self):
+        self.done.cancel()
+
+
 @implementer(IGrottPlugin, IGrottPluginService, IGrottObserver)
 class MqttOutput:
     """
@@ -238,6 +266,8 @@ class MqttOutput:
         self._trouble = None
         self._waiters = []
         self._pending = {}
+        self._acks = collections.deque()
+        self._acks_scheduled = False
         self._room = []
         self._idle = []
         self.devices = {}
@@ -269,8 +299,20 @@ class MqttOutput:
         self.reactor.callFromThread(self._on_disconnect, str(reason_code))
 
     def _thread_on_publish(self, client, userdata, mid, reason_code, properties):
-        self.reactor.callFromThread(self._on_publish, mid, reason_code.is_failure,
-                                    str(reason_code))
+        # One hop per batch of acknowledgements, not per message: under load
+        # the reactor drains many at once.  (deque.append is thread-safe; a
+        # race can only schedule one drain too many, never lose an ack.)
+        failed = reason_code.is_failure
+        self._acks.append((mid, failed, str(reason_code) if failed else ""))
+        if not self._acks_scheduled:
+            self._acks_scheduled = True
+            self.reactor.callFromThread(self._drain_acks)
+
+    def _drain_acks(self):
+        self._acks_scheduled = False
+        acks = self._acks
+        while acks:
+            self._on_publish(*acks.popleft())
 
     def _thread_on_message(self, client, userdata, message):
         self.reactor.callFromThread(self._on_message, message.topic, message.payload)
@@ -419,9 +461,30 @@ class MqttOutput:
             every one of them (QoS 0: written), or fails with L{MqttError}.
         """
         self.outstanding += 1
-        d = defer.Deferred.fromCoroutine(self._send(messages))
+        if self.connected and all(qos for _, _, qos, _ in messages):
+            d = self._deliver_acknowledged(messages)
+        else:
+            d = defer.Deferred.fromCoroutine(self._send(messages))
         d.addBoth(self._settled)
         return d
+
+    def _deliver_acknowledged(self, messages):
+        """
+        The common case (connected, QoS 1/2) without a Deferred per
+        message: one L{_Batch} counts the acknowledgements.  paho resends
+        QoS 1/2 messages itself after a reconnect.
+        """
+        batch = _Batch(len(messages))
+        for topic, payload, qos, retain in messages:
+            info = self.client.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+                batch.errback(MqttError(f"cannot publish to {topic}: "
+                                        f"{paho.error_string(info.rc)}"))
+            elif info.is_published():
+                batch.callback(True)
+            else:
+                self._pending[info.mid] = (batch, qos)
+        return batch.done
 
     def _settled(self, result):
         self.outstanding -= 1
