@@ -25,7 +25,9 @@ from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 from tests import homeassistant, mosquitto
 
 BUFFERED = 5
-LIVE = 4
+#: Live records per inverter: the classic one sends a single live record, so
+#: Home Assistant shows the first state after discovery or nothing.
+LIVE = {"HAINVMIN01": 4, "HAINVCLS01": 1}
 
 
 async def _until(predicate, what, poll=0.25):
@@ -93,10 +95,10 @@ class HomeAssistantTests(unittest.TestCase):
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
         specs = [DataloggerSpec("HADLMIN001", inverter_serial="HAINVMIN01", family="min",
                                 interval=2.0, ping_interval=0, buffered=BUFFERED,
-                                records=BUFFERED + LIVE),
+                                records=BUFFERED + LIVE["HAINVMIN01"]),
                  DataloggerSpec("HADLCLS001", inverter_serial="HAINVCLS01", family="classic",
                                 interval=2.0, ping_interval=0, buffered=BUFFERED,
-                                records=BUFFERED + LIVE)]
+                                records=BUFFERED + LIVE["HAINVCLS01"])]
         loggers = {}
         for spec in specs:
             loggers[spec.inverter_serial] = factory = DataloggerFactory(spec, reactor)
@@ -110,7 +112,7 @@ class HomeAssistantTests(unittest.TestCase):
         # message) and what went to the buffered topic.
         def last_live(serial):
             live = [json.loads(p) for p, _ in subscriber.on(f"energy/growatt/{serial}")]
-            if len({record["time"] for record in live}) < LIVE:
+            if len({record["time"] for record in live}) < LIVE[serial]:
                 return None
             return live[-1]["values"]
 
@@ -178,6 +180,7 @@ class HomeAssistantTests(unittest.TestCase):
         proxy_states = {e["unique_id"]: states[e["entity_id"]]["state"] for e in entities
                         if e["unique_id"].startswith("grott_proxy_")}
         self.assertEqual(proxy_states["grott_proxy_energy_growatt_dataloggers"], "2")
+        self.assertIn("grott_proxy_energy_growatt_cloud", proxy_states)
 
         # No energy sensor ever went backwards (the buffered burst older
         # than the live data never reached them).
@@ -202,6 +205,12 @@ class HomeAssistantTests(unittest.TestCase):
         self.assertNotEqual(now[classic_power]["state"], "unavailable")
         connected = by_unique["grott_dl_HADLMIN001_connected"]["entity_id"]
         self.assertEqual(now[connected]["state"], "off")
+        dataloggers = by_unique["grott_proxy_energy_growatt_dataloggers"]["entity_id"]
+
+        async def one_left():
+            return (await hass.states())[dataloggers]["state"] == "1"
+
+        await _until(one_left, "grott counts one datalogger")
 
         log = hass.log()
         for bad in ("Template variable warning", "Template variable error", "has no attribute",
