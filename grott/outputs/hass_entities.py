@@ -106,13 +106,14 @@ def _code(key, name, **kw):
 def status_template(key, low_byte):
     """
     A template turning the status register into words (protocol.md: 0
-    waiting/standby, 1 normal, 3 fault, 4 flash; the high byte of a TL-X
-    status is an operating mode, not a status).
+    waiting/standby, 1 normal, 3 fault, 4 flash; storage inverters report
+    their normal operating modes as 5 and 6; the high byte of a TL-X status
+    is an operating mode, not a status).  Other codes show as "Status N".
     """
     value = f"(value_json['values']['{key}'] | int(0))"
     if low_byte:
         value = f"({value} % 256)"
-    return ("{{ {0: 'Waiting', 1: 'Normal', 2: 'Normal', 3: 'Fault', 4: 'Flash', 5: 'Normal', "
+    return ("{{ {0: 'Waiting', 1: 'Normal', 3: 'Fault', 4: 'Flash', 5: 'Normal', "
             "6: 'Normal'}.get(" + value + ", 'Status ' ~ " + value + ") }}")
 
 
