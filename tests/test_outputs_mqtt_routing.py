@@ -8,11 +8,13 @@ import dataclasses
 import json
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from grott.config import config_from_dict
 from grott.logs import Logger
 from grott.outputs.mqtt import MqttOutput
+from grott.service import makeService
 from tests.pluginhelpers import packet_and_record
 
 
@@ -81,3 +83,19 @@ class RoutingTests(unittest.SynchronousTestCase):
         self.assertEqual([t for t, _, _, _ in output._route(self.record, self.log)],
                          [f"energy/growatt/{self.record.datalogger_serial}/availability",
                           f"energy/growatt/{self.serial}"])
+
+
+class ServiceWiringTests(unittest.SynchronousTestCase):
+
+    def test_the_service_hands_the_output_its_registry_and_report(self):
+        config = config_from_dict({
+            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "upstream": "none"},
+            "command": {"listen": "none"},
+            "plugins": {"directory": self.mktemp()},
+            "outputs": {"mqtt": {"discovery": True}}})
+        top = makeService(config, MemoryReactorClock())
+        [plugin] = [o for o in top.registry.observers if isinstance(o, MqttOutput)]
+        self.assertTrue(any(line.startswith("  mqtt: not connected") for line in top.report()))
+        self.assertEqual(plugin.status(), {"dataloggers": 0, "local_acks": 0,
+                                           "records_dropped": 0, "records_held": 0,
+                                           "cloud_reachable": None})
