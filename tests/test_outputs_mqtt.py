@@ -230,6 +230,23 @@ class PublishTests(BrokerTestCase):
         held_lines = [e for e in events if "held a record" in e.get("log_format", "")]
         self.assertEqual(len(held_lines), 1)
 
+    def test_publish_fires_when_the_broker_has_the_record(self):
+        return defer.Deferred.fromCoroutine(self._publish_seam())
+
+    async def _publish_seam(self):
+        host = self.host(serial_in_topic=True, retain=True)
+        self.start(host)
+        plugin = host.runners[0].plugin
+        while not plugin.connected:
+            await deferLater(reactor, 0.01, lambda: None)
+        _, record = packet_and_record()
+        await plugin.publish(record)
+        self.assertEqual(plugin.outstanding, 0)
+        # Acknowledged means on the broker, retained: a subscriber that
+        # comes afterwards gets it.
+        late = self.subscribe([f"energy/growatt/{record.inverter_serial}"])
+        await late.wait_for(lambda m: m)
+
     def test_inverters_behind_one_datalogger(self):
         return defer.Deferred.fromCoroutine(self._one_datalogger())
 

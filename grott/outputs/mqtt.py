@@ -15,8 +15,8 @@ Publishing is pipelined: C{data} hands a record's messages to paho and
 returns at once; paho keeps up to L{MAX_INFLIGHT} QoS 1/2 messages in flight
 with the broker and queues the rest.  C{data} only makes the plugin queue
 wait while more than L{WINDOW} records are unacknowledged, or while the
-broker is away.  L{MqttOutput.deliver} is the seam for a spool: it fires once
-the broker has acknowledged every message of one record.
+broker is away.  L{MqttOutput.publish} is the seam for a spool: it fires
+once the broker has acknowledged every message of one record.
 
 The client is paho-mqtt (Eclipse), run the way it is designed to run: its
 own network thread (C{loop_start}) owns the socket, the keepalive, TLS and
@@ -509,8 +509,21 @@ class MqttOutput:
         self.counts["failed"] += 1
         self.log.failure("MQTT: a message was not delivered", failure)
 
-    def _submit(self, messages):
-        self._fire_and_forget(messages)
+    def publish(self, record, log=None):
+        """
+        Route one record and hand its messages to the client: the seam for
+        a spool that confirms a record only once the broker has it.
+
+        @return: a Deferred that fires once the broker has acknowledged
+            every message of the record (see L{deliver}).
+        """
+        messages = self._route(record, log or self.log)
+        if not messages:
+            return defer.succeed(None)
+        return self.deliver(messages)
+
+    def _pipelined(self, record, log):
+        self.publish(record, log).addErrback(self._delivery_failed)
         if self.outstanding >= WINDOW:
             d = defer.Deferred(lambda d: self._room.remove(d))
             self._room.append(d)
@@ -518,16 +531,13 @@ class MqttOutput:
         return None
 
     def data(self, packet, record, log):
-        messages = self._route(record, log)
-        if not messages:
-            return None
         if not self.connected:
             # The broker is away: the rest of the records wait, in order, in
             # the plugin queue until it is back.
             d = self._when_connected()
-            d.addCallback(lambda _: self._submit(messages))
+            d.addCallback(lambda _: self._pipelined(record, log))
             return d
-        return self._submit(messages)
+        return self._pipelined(record, log)
 
     # -- routing a record
 
