@@ -82,7 +82,7 @@ class HomeAssistantTests(unittest.TestCase):
 
         config = config_from_dict({
             "proxy": {"listen": "tcp:0:interface=127.0.0.1", "upstream": "none"},
-            "command": {"listen": "none"},
+            "command": {"listen": "none"}, "metrics": {"listen": "none"},
             "plugins": {"directory": os.path.abspath(self.mktemp())},
             "outputs": {"mqtt": {"host": "127.0.0.1", "port": broker.port,
                                  "discovery": True}},

@@ -140,6 +140,20 @@ class TableTests(unittest.SynchronousTestCase):
             self.assertIn(f"grott_S1_{key}", {c["unique_id"] for c in configs.values()})
             self.assertNotIn(f"grott_S1_{key}", enabled)
 
+    def test_battery_rows_only_with_a_battery(self):
+        def enabled(battery):
+            inverter = hass.Inverter(serial="S1", datalogger="D1", family="tlx",
+                                     battery=battery)
+            configs = _discovery().inverter(inverter, _units("tlx", "input"), {})
+            return {c["unique_id"] for c in configs.values()
+                    if c.get("enabled_by_default", True)}
+
+        self.assertIn("grott_S1_bdc1_soc", enabled(True))
+        self.assertIn("grott_S1_bdc1_soc", enabled(None))
+        self.assertNotIn("grott_S1_bdc1_soc", enabled(False))
+        self.assertNotIn("grott_S1_echrtotal", enabled(False))
+        self.assertIn("grott_S1_pvpowerin", enabled(False))
+
     def test_device(self):
         config = next(iter(_configs("tlx").values()))
         self.assertEqual(config["device"], {

@@ -90,7 +90,7 @@ class ServiceWiringTests(unittest.SynchronousTestCase):
     def test_the_service_hands_the_output_its_registry_and_report(self):
         config = config_from_dict({
             "proxy": {"listen": "tcp:0:interface=127.0.0.1", "upstream": "none"},
-            "command": {"listen": "none"},
+            "command": {"listen": "none"}, "metrics": {"listen": "none"},
             "plugins": {"directory": self.mktemp()},
             "outputs": {"mqtt": {"discovery": True}}})
         top = makeService(config, MemoryReactorClock())

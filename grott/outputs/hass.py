@@ -125,6 +125,8 @@ class Inverter:
     module_code: object = None
     trackers: object = None
     phases: object = None
+    #: True/False once the live records show whether a battery is there.
+    battery: object = None
 
     def model(self):
         family = _MODELS.get(self.family, self.family or "Growatt inverter")
@@ -210,7 +212,8 @@ class Discovery:
                          if (source, key) not in known]
         configs = {}
         for entity in rows:
-            if entity.enabled and not entity.fits(inverter.trackers, inverter.phases):
+            if entity.enabled and not entity.fits(inverter.trackers, inverter.phases,
+                                                  inverter.battery):
                 entity = dataclasses.replace(entity, enabled=False)
             holding = entity.source == "holding"
             object_id = f"holding_{slug(entity.key)}" if holding else slug(entity.key)

@@ -19,7 +19,8 @@ dashboard and Energy panel values, not every register.
 
 import dataclasses
 
-__all__ = ["MAX_ENABLED", "Entity", "entities_for", "guessed", "status_template"]
+__all__ = ["BATTERY_SIGNS", "MAX_ENABLED", "Entity", "entities_for", "guessed",
+           "status_template"]
 
 #: Upper bound of enabled entities per inverter (the issue's promise).
 MAX_ENABLED = 60
@@ -56,14 +57,17 @@ class Entity:
     #: (announce register 44; unknown counts enable everything).
     tracker: int = None
     phase: int = None
+    #: Enabled only on an inverter whose records show a battery.
+    battery: bool = False
 
-    def fits(self, trackers, phases):
+    def fits(self, trackers, phases, battery=None):
         """
-        Whether this row applies to an inverter with C{trackers} PV inputs
-        and C{phases} AC phases (None: unknown, assume it does).
+        Whether this row applies to an inverter with C{trackers} PV inputs,
+        C{phases} AC phases and C{battery} (None: unknown, assume it does).
         """
         return not ((trackers and self.tracker and self.tracker > trackers)
-                    or (phases and self.phase and self.phase > phases))
+                    or (phases and self.phase and self.phase > phases)
+                    or (self.battery and battery is False))
 
 
 def _power(key, name, **kw):
@@ -101,6 +105,15 @@ def _battery(key, name, **kw):
 def _code(key, name, **kw):
     kw.setdefault("category", "diagnostic")
     return Entity(key, name, icon="mdi:alert-circle-outline", **kw)
+
+
+def _needs_battery(rows):
+    return [dataclasses.replace(row, battery=True) for row in rows]
+
+
+#: Values that are above zero whenever a battery is connected (a TL-X
+#: without one reports its battery registers as zeros).
+BATTERY_SIGNS = ("bdc1_vbat", "bms_batteryvolt", "bms_soc")
 
 
 def status_template(key, low_byte):
@@ -223,21 +236,23 @@ _TLX = [
     Entity("iso", "Insulation resistance", "kΩ", None, "measurement", 0,
            category="diagnostic", enabled=False),
     _code("warningcode", "Warning code"),
-    _battery("bdc1_soc", "Battery SOC"),
-    _voltage("bdc1_vbat", "Battery voltage"),
-    _power("bdc1_pchr", "Battery charge power"),
-    _power("bdc1_pdischr", "Battery discharge power"),
-    _temperature("bdc1_tempa", "Battery converter temperature", category="diagnostic",
-                 enabled=False),
-    _energy("echrtoday", "Battery charge today"),
-    _energy("echrtotal", "Battery charge total"),
-    _energy("edischrtoday", "Battery discharge today"),
-    _energy("edischrtotal", "Battery discharge total"),
-    _temperature("bms_batterytemp", "Battery temperature"),
-    Entity("bms_soh", "Battery health", "%", None, "measurement", 0, category="diagnostic",
-           enabled=False),
-    Entity("bms_cyclecnt", "Battery cycles", None, None, "total_increasing", 0,
-           category="diagnostic", enabled=False),
+    *_needs_battery([
+        _battery("bdc1_soc", "Battery SOC"),
+        _voltage("bdc1_vbat", "Battery voltage"),
+        _power("bdc1_pchr", "Battery charge power"),
+        _power("bdc1_pdischr", "Battery discharge power"),
+        _temperature("bdc1_tempa", "Battery converter temperature", category="diagnostic",
+                     enabled=False),
+        _energy("echrtoday", "Battery charge today"),
+        _energy("echrtotal", "Battery charge total"),
+        _energy("edischrtoday", "Battery discharge today"),
+        _energy("edischrtotal", "Battery discharge total"),
+        _temperature("bms_batterytemp", "Battery temperature"),
+        Entity("bms_soh", "Battery health", "%", None, "measurement", 0, category="diagnostic",
+               enabled=False),
+        Entity("bms_cyclecnt", "Battery cycles", None, None, "total_increasing", 0,
+               category="diagnostic", enabled=False),
+    ]),
 ]
 
 _TL3X = [

@@ -140,6 +140,7 @@ class _Device:
         self.last_arrival = None
         self.expire_after = _EXPIRE_DEFAULT
         self.gaps = collections.deque(maxlen=3)
+        self.battery = None
 
     def inverter(self):
         ident = self.identification
@@ -149,7 +150,8 @@ class _Device:
             control_firmware=getattr(ident, "control_firmware", None),
             manufacturer=getattr(ident, "manufacturer", None),
             module_code=getattr(ident, "module_code", None),
-            trackers=getattr(ident, "trackers", None), phases=getattr(ident, "phases", None))
+            trackers=getattr(ident, "trackers", None), phases=getattr(ident, "phases", None),
+            battery=self.battery)
 
     def learn(self, record):
         """
@@ -168,6 +170,13 @@ class _Device:
                 self.identification, changed = record.identification, True
         else:
             units = self.input_units
+            if self.battery is not True:
+                signs = [record.values.get(k) for k in hass_entities.BATTERY_SIGNS
+                         if k in record.values]
+                battery = any(isinstance(v, (int, float)) and v > 0 for v in signs) \
+                    if signs else None
+                if battery is not None and battery != self.battery:
+                    self.battery, changed = battery, True
         if record.values.keys() - units.keys():
             units.update(record.units)
             for key in record.values:
