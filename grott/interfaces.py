@@ -149,3 +149,9 @@ class IGrottObserver(Interface):
         """
         Lines for the stats report (C{stats}, SIGUSR1).
         """
+
+    def reportData():
+        """
+        The same as a JSON-able dict (the monitoring endpoint's C{/stats},
+        under C{observers.NAME}).
+        """

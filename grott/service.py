@@ -286,6 +286,9 @@ def makeService(config, reactor):
         data = report_data(registry, reactor.seconds())
         data["commands"] = commands.report()
         data["plugins"] = plugins.stats()
+        data["observers"] = {runner.name: runner.plugin.reportData()
+                             for runner in plugins.runners
+                             if IGrottObserver.providedBy(runner.plugin)}
         return data
 
     stats = StatsService(report, reactor)

@@ -96,6 +96,8 @@ class ServiceWiringTests(unittest.SynchronousTestCase):
         top = makeService(config, MemoryReactorClock())
         [plugin] = [o for o in top.registry.observers if isinstance(o, MqttOutput)]
         self.assertTrue(any(line.startswith("  mqtt: not connected") for line in top.report()))
+        self.assertEqual(top.report_json()["observers"]["mqtt"]["held"],
+                         {"timestamp": 0, "decrease": 0, "jump": 0, "serial_changed": 0})
         self.assertEqual(plugin.status(), {"dataloggers": 0, "local_acks": 0,
                                            "records_dropped": 0, "records_held": 0,
                                            "cloud_reachable": None})

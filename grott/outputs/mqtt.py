@@ -728,6 +728,14 @@ class MqttOutput:
         self._fire_and_forget([(self.topics.status, jsonenc.dumps(self.status()),
                                 max(1, self.settings.qos), True)])
 
+    def reportData(self):
+        return {"connected": self.connected, "awaiting_broker": self.outstanding,
+                "failed": self.counts["failed"],
+                "held": {r: self.counts[f"held_{r}"] for r in guards.REASONS},
+                "devices": len(self.devices),
+                "discovery_configs": self.counts["discovery_configs"],
+                "stale_configs_removed": self.counts["stale_configs_removed"]}
+
     def reportLines(self):
         held = " ".join(f"{r}={self.counts[f'held_{r}']}" for r in guards.REASONS)
         line = (f"  mqtt: {'connected' if self.connected else 'not connected'} to "
