@@ -290,7 +290,7 @@ class ControlEntities(service.Service):
             self._send(f"{self.prefix}/{serial}/settings", json.dumps(document), retain=True)
 
     def _send(self, topic, payload, retain):
-        d = self.mqtt.publish(topic, payload, qos=1, retain=retain)
+        d = self.mqtt.publish_message(topic, payload, qos=1, retain=retain)
         d.addErrback(self._not_published)
 
     def _not_published(self, failure):

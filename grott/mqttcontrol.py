@@ -237,8 +237,8 @@ class MqttControl(service.Service):
 
     def _publish_status(self, session, online):
         payload = json.dumps(status_payload(session, online, self.instance))
-        d = self.mqtt.publish(f"{self.prefix}/{session.datalogger_serial}/status", payload,
-                              qos=1, retain=True)
+        d = self.mqtt.publish_message(f"{self.prefix}/{session.datalogger_serial}/status",
+                                      payload, qos=1, retain=True)
         d.addErrback(self._not_published, "a status")
         return d
 
@@ -316,12 +316,13 @@ class MqttControl(service.Service):
             self.counts["errors"] += 1
         self.counts["replies"] += 1
         payload = json.dumps(reply)
-        sent = [self.mqtt.publish(f"{self.prefix}/{serial}/reply", payload, qos=1)]
+        sent = [self.mqtt.publish_message(f"{self.prefix}/{serial}/reply", payload, qos=1)]
         if self.v5 and response_topic:
             properties = Properties(PacketTypes.PUBLISH)
             if correlation is not None:
                 properties.CorrelationData = correlation
-            sent.append(self.mqtt.publish(response_topic, payload, qos=1, properties=properties))
+            sent.append(self.mqtt.publish_message(response_topic, payload, qos=1,
+                                                  properties=properties))
         d = defer.gatherResults(sent, consumeErrors=True)
         d.addErrback(self._not_published, "a reply")
         return d
