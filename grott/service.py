@@ -27,6 +27,7 @@ from twisted.internet.error import CannotListenError
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import ConfigError
+from grott.instance import instance_id
 from grott.logs import Logger, LoggingService
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
@@ -77,8 +78,9 @@ class ProxyService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, factory, listen, reactor, max_dataloggers="auto"):
+    def __init__(self, factory, listen, reactor, max_dataloggers="auto", instance_id=None):
         service.MultiService.__init__(self)
+        self.instance_id = instance_id
         self.factory = factory
         self.reactor = reactor
         self.max_setting = max_dataloggers
@@ -98,7 +100,8 @@ class ProxyService(service.MultiService):
                               "({soft}) only allows {allowed}", max=self.max_setting,
                               soft=soft, allowed=allowed)
         service.MultiService.privilegedStartService(self)
-        self.log.info("grott can hold {count} dataloggers (open-file limit {soft})",
+        self.log.info("grott instance {instance} can hold {count} dataloggers "
+                      "(open-file limit {soft})", instance=self.instance_id,
                       count=self.factory.max_dataloggers, soft=soft)
 
     @defer.inlineCallbacks
@@ -150,6 +153,7 @@ def makeService(config, reactor):
     """
     top = GrottService()
     top.setName("grott")
+    top.instance_id = instance_id(config)
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
     logging.setServiceParent(top)
@@ -178,12 +182,13 @@ def makeService(config, reactor):
         set_time=proxyConfig.set_time,
         timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
     )
-    proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
+    proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers,
+                         instance_id=top.instance_id)
     proxy.setName("proxy")
     proxy.setServiceParent(top)
 
     def report():
-        return report_lines(registry, reactor.seconds(),
+        return report_lines(registry, reactor.seconds(), instance=top.instance_id,
                             extra=[commands.report_lines, partial(plugin_lines, plugins)])
 
     stats = StatsService(report, reactor)

@@ -15,7 +15,7 @@ from grott.logs import Logger
 __all__ = ["StatsService", "report_lines"]
 
 
-def report_lines(registry, now, extra=()):
+def report_lines(registry, now, extra=(), instance=None):
     """
     The report as lines of text: one per session, then totals, then any
     extra sections (C{extra} is a list of callables returning lines).
@@ -23,7 +23,8 @@ def report_lines(registry, now, extra=()):
     sessions = registry.sorted()
     lines = [f"{len(sessions)} datalogger(s) connected; {registry.total_connections} "
              f"connection(s) since start, {registry.replaced} replaced, "
-             f"{registry.rejected} refused"]
+             f"{registry.rejected} refused"
+             + (f"; instance {instance}" if instance else "")]
     totals = dict.fromkeys(("packets_in", "packets_out", "bytes_in", "bytes_out", "records",
                             "parse_errors", "local_acks"), 0)
     for session in sessions:
