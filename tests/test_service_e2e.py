@@ -13,9 +13,9 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from grott.config import config_from_string
-from grott.fakecloud import FakeCloud
+from grott.testing.fakecloud import FakeCloud
 from grott.service import makeService
-from grott.simulator import DataloggerFactory, DataloggerSpec
+from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 
 
 class WholePathTests(TestCase):
