@@ -398,7 +398,8 @@ class ServiceTests(TestCase):
     def config(self, listen):
         return config_from_string(
             "proxy:\n  listen: tcp:0:interface=127.0.0.1\n  upstream: none\n"
-            f"command:\n  listen: '{listen}'\n  timeout: 2\n")
+            f"command:\n  listen: '{listen}'\n  timeout: 2\n"
+            "metrics:\n  listen: none\n")
 
     async def test_listensAndAnswers(self):
         top = makeService(self.config("tcp:0:interface=127.0.0.1"), reactor)
