@@ -214,7 +214,8 @@ def makeService(config, reactor):
     if config.metrics.listen != "none":
         collector = GrottCollector(registry, reactor, commands=commands,
                                    plugins=plugins.stats,
-                                   capacity=lambda: factory.max_dataloggers)
+                                   capacity=lambda: factory.max_dataloggers,
+                                   instance=top.instance_id)
 
         def readiness():
             return check_ready(top.running and proxy.running, factory.numPorts > 0,

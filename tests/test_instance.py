@@ -46,3 +46,18 @@ class InstanceIdTests(SynchronousTestCase):
         lines = report_lines(Registry(), 0.0, instance="grott-a")
         self.assertTrue(lines[0].startswith("0 datalogger(s) connected"), lines)
         self.assertTrue(lines[0].endswith("; instance grott-a"), lines)
+
+
+class InstanceInMetricsTests(SynchronousTestCase):
+    def test_info_metric_and_stats(self):
+        from prometheus_client import CollectorRegistry, generate_latest
+        from twisted.internet.task import Clock
+
+        from grott.metrics import GrottCollector
+        from grott.stats import report_data
+
+        registry = CollectorRegistry()
+        registry.register(GrottCollector(Registry(), Clock(), instance="grott-a"))
+        text = generate_latest(registry).decode()
+        self.assertIn('grott_instance_info{instance_id="grott-a"} 1.0', text)
+        self.assertEqual(report_data(Registry(), 0.0, "grott-a")["instance"], "grott-a")
