@@ -4,7 +4,7 @@ through the datalogger's own connection, from telnet or a script.
 
 Two halves:
 
- - L{CommandDispatcher} is the proxy's L{grott.proxy.CommandHook}.  It owns
+ - L{CommandDispatcher} is the proxy's L{grott.interfaces.ICommandHook}.  It owns
    every piece of command state: per datalogger a queue (one command on the
    wire at a time, because replies are matched by record type + register and
    two of grott's own commands for the same register could not be told
@@ -30,6 +30,7 @@ import ipaddress
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 from twisted.protocols.basic import LineReceiver
+from zope.interface import implementer
 
 from grott.codec import (
     FROM_DATALOGGER,
@@ -43,6 +44,7 @@ from grott.codec import (
     build,
     parse_body,
 )
+from grott.interfaces import ICommandHook
 from grott.logs import Logger
 
 __all__ = [
@@ -197,6 +199,7 @@ class _SessionCommands:
         return False
 
 
+@implementer(ICommandHook)
 class CommandDispatcher:
     """
     Sends grott's commands to dataloggers and takes their replies out of

@@ -1,27 +1,27 @@
 """
-The relay: one datalogger connection in, one upstream connection out.
+The relay's I/O: one datalogger connection in, one upstream connection out.
 
-A packet from a datalogger enters at L{DataloggerProtocol.dataReceived}, is
-framed there, observed (session, decoder, record callback) in
-L{DataloggerProtocol.packetFromDatalogger}, and leaves through
-L{DataloggerProtocol.sendUpstream}.  The other direction enters at
-L{UpstreamProtocol.dataReceived} and leaves through
-L{DataloggerProtocol.packetFromUpstream}.
+A datalogger's bytes enter at L{DataloggerProtocol.dataReceived} and are
+framed there; each packet goes on in L{DataloggerProtocol.packetFromDatalogger}
+(upstream, held, or answered locally: the connection's L{RelayMachine}
+decides) and only then is observed beside the relay (session, decoder,
+record sink, trace).  The cloud's bytes enter at
+L{UpstreamProtocol.dataReceived} and leave through
+L{DataloggerProtocol.fromUpstream}.
 
 What is forwarded is always the original bytes, packet by packet (or
-garbage run by garbage run), never a re-encoding; decoding happens beside
-the relay and a decoding failure is logged and counted, never fatal.  Only
-two things are not forwarded: the datalogger's replies to grott's own
-commands (L{CommandHook.consume}) and, in later modes, what the configured
-policy drops.
+garbage run by garbage run), never a re-encoding; a decoding failure is
+logged and counted, never fatal.  Only two things are not forwarded: the
+datalogger's replies to grott's own commands (L{ICommandHook.consume}) and
+cloud commands the policy drops.
 
-Flow control follows L{twisted.protocols.portforward}: each transport is
-registered as the streaming producer of the other, so a side that stops
-reading stops the other side's reads, and memory per connection stays at
-one kernel buffer plus at most one packet in each framer.
+States and transitions (relaying, connecting, answering locally, retrying,
+cloud-free, closing) live in L{grott.relay}; this module only does what the
+machine asks.  Flow control follows L{twisted.protocols.portforward}: each
+transport is registered as the streaming producer of the other, so a side
+that stops reading stops the other side's reads, and memory per connection
+stays at one kernel buffer plus at most one packet in each framer.
 """
-
-import datetime
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -29,40 +29,40 @@ from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from grott import logs
 from grott.codec import (
     COMMANDS,
+    FROM_DATALOGGER,
+    REGISTER_RECORDS,
+    TO_DATALOGGER,
     CodecError,
-    ConfigSetRequest,
     Framer,
     Garbage,
     RecordType,
-    build,
-    build_ack,
 )
+from grott.interfaces import ICommandHook, IDataloggerLink, IPacketTrace, IRecordSink
 from grott.logs import Logger
 from grott.policy import CloudCommandPolicy, describe
-from grott.session import CLOSED, CONNECTED, CONNECTING, FAILED, NONE, Session
+from grott.relay import (
+    CLOSING,
+    CLOUD_FREE,
+    LOCAL,
+    RELAYING,
+    IRelayDriver,
+    RelayMachine,
+    RelaySettings,
+)
+from grott.session import Session
 
-__all__ = ["DataloggerProtocol", "ProxyFactory", "UpstreamProtocol"]
-
-FROM_DATALOGGER = "datalogger->server"
-TO_DATALOGGER = "server->datalogger"
-
-_REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
-
-#: Session modes: relaying to the cloud, answering locally because the cloud
-#: is away, or answering locally because there is no cloud (upstream: none).
-RELAYING = "relaying"
-LOCAL = "answering locally"
-CLOUD_FREE = "cloud-free"
-
-#: Answered packets we remember per session until the cloud answers them, so
-#: that a cloud that drops mid-session leaves no packet unanswered.
-_UNANSWERED_LIMIT = 64
-
-#: Datalogger configuration register holding its clock.
-CLOCK_REGISTER = 31
+__all__ = [
+    "CLOUD_FREE",
+    "LOCAL",
+    "RELAYING",
+    "CommandHook",
+    "DataloggerProtocol",
+    "PacketTrace",
+    "ProxyFactory",
+    "UpstreamProtocol",
+]
 
 
 def _peer(transport):
@@ -71,6 +71,17 @@ def _peer(transport):
     if host is None:
         return str(getattr(address, "name", None) or address)
     return f"{host}:{address.port}"
+
+
+def _who(session):
+    """A datalogger's name in log lines, before and after it said its serial."""
+    return session.datalogger_serial or "unidentified"
+
+
+def _why(reason):
+    value = getattr(reason, "value", reason)
+    text = str(value) or value.__class__.__name__
+    return text.strip().rstrip(".")
 
 
 @implementer(IPushProducer)
@@ -125,38 +136,32 @@ class UpstreamFactory(ClientFactory):
         return UpstreamProtocol(self.datalogger)
 
 
+@implementer(IDataloggerLink, IRelayDriver)
 class DataloggerProtocol(Protocol, TimeoutMixin):
     """
-    A datalogger's connection to grott, and the relay to its upstream.
+    A datalogger's connection to grott: frames its bytes, hands them on as
+    its L{RelayMachine} says, and does the machine's I/O.
     """
 
     log = Logger()
     session = None
+    relay = None
     upstream = None
     _connecting = None
-    _closing = False
+    _timer = None
 
     def connectionMade(self):
         factory = self.factory
         self.callLater = factory.clock.callLater
-        self.session = Session(_peer(self.transport), factory.clock.seconds(), self.disconnect)
-        self.session.send = self.sendToDatalogger
+        self.session = Session(_peer(self.transport), factory.clock.seconds(), self)
         factory.registry.add(self.session)
         self.closed = defer.Deferred()
         self._up = Framer()
         self._down = Framer()
-        self._pending = []
-        self._pending_size = 0
-        self._unanswered = {}
-        self._retries = 0
-        self._retry = None
+        self.relay = RelayMachine(factory.settings, self.session, self)
         self.setTimeout(factory.idle_timeout)
         self.log.info("datalogger connected from {peer}", peer=self.session.peer)
-        if factory.upstream is None:
-            self.session.mode = CLOUD_FREE
-            self.session.upstream_state = NONE
-        else:
-            self._connecting = factory.connect_upstream(self)
+        self.relay.start()
 
     # -- datalogger -> server ---------------------------------------------
 
@@ -174,21 +179,19 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         session = self.session
         if session.saw_datalogger_packet(packet, factory.clock.seconds()):
             self.identified()
-        record = None
-        if packet.record_type in _REGISTER_RECORDS:
-            record = self.decode(packet)
-        if logs.trace_packets:
-            self.trace(FROM_DATALOGGER, packet, record)
-        if factory.commands is not None and factory.commands.consume(session, packet):
+        commands = factory.commands
+        if commands is not None and commands.consume(session, packet):
+            if factory.trace is not None:
+                factory.trace.packet(session, FROM_DATALOGGER, packet, None)
             return
-        if self.upstream is not None:
-            if packet.record_type not in COMMANDS and factory.fallback_local:
-                self._remember(packet)
+        if self.relay.fromDatalogger(packet):
             self.upstream.transport.write(packet.raw)
-        elif session.mode == RELAYING:
-            self._hold(packet.raw, packet)
-        else:
-            self.answerLocally(packet)
+        # Beside the relay, once the bytes are on their way.
+        record = None
+        if packet.record_type in REGISTER_RECORDS and factory.wantsRecord(packet):
+            record = self.decode(packet)
+        if factory.trace is not None:
+            factory.trace.packet(session, FROM_DATALOGGER, packet, record)
 
     def decode(self, packet):
         """
@@ -197,95 +200,39 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         """
         factory = self.factory
         session = self.session
-        if factory.decode is None:
-            return None
-        inverter = packet.inverter_serial
         try:
-            record = factory.decode(packet, session.device_type_codes.get(inverter))
+            record = factory.decode(packet, session.device_type_codes.get(packet.inverter_serial))
         except CodecError as e:
             session.parse_errors += 1
-            self.log.warn("datalogger {serial}: cannot decode {record_name} record: {error}",
-                          serial=session.datalogger_serial, record_name=packet.record_name,
-                          error=str(e), hex=packet.raw.hex())
+            self.log.warn("datalogger {who}: cannot decode {record_name} record: {error}",
+                          who=_who(session), serial=session.datalogger_serial,
+                          record_name=packet.record_name, error=str(e), hex=packet.raw.hex())
             return None
         except Exception:
             session.parse_errors += 1
-            self.log.failure("datalogger {serial}: decoder failed on {hex}",
+            self.log.failure("datalogger {who}: decoder failed on {hex}", who=_who(session),
                              serial=session.datalogger_serial, hex=packet.raw.hex())
             return None
         if record is not None:
             session.saw_record(record)
-            if factory.on_record is not None:
+            if factory.sink is not None:
                 try:
-                    factory.on_record(packet, record)
+                    factory.sink.deliver(packet, record)
                 except Exception:
                     self.log.failure("record delivery failed")
         return record
 
     def garbageFromDatalogger(self, garbage):
-        self.session.parse_errors += 1
-        self.session.garbage_bytes += len(garbage.data)
-        self.log.warn("datalogger {serial} from {peer}: {count} bytes are not a packet "
+        session = self.session
+        session.parse_errors += 1
+        session.garbage_bytes += len(garbage.data)
+        if self.relay.garbageFromDatalogger(garbage.data):
+            self.upstream.transport.write(garbage.data)
+        self.log.warn("datalogger {who} from {peer}: {count} bytes are not a packet "
                       "({reason}); relayed unchanged",
-                      serial=self.session.datalogger_serial, peer=self.session.peer,
+                      who=_who(session), serial=session.datalogger_serial, peer=session.peer,
                       count=len(garbage.data), reason=garbage.reason,
                       hex=garbage.data[:64].hex())
-        self.sendUpstream(garbage.data)
-
-    def sendUpstream(self, data):
-        upstream = self.upstream
-        if upstream is not None:
-            upstream.transport.write(data)
-        elif self.session.mode == RELAYING:
-            self._hold(data, None)
-
-    def _hold(self, data, packet):
-        """
-        Keep bytes (and the packet they are) until the upstream is up.
-        """
-        self._pending.append((data, packet))
-        self._pending_size += len(data)
-        if self._pending_size > self.factory.pending_limit:
-            # Stop reading until the upstream is up; the kernel holds the rest.
-            self.transport.pauseProducing()
-
-    def _remember(self, packet):
-        unanswered = self._unanswered
-        unanswered[(packet.record_type, packet.sequence)] = packet
-        if len(unanswered) > _UNANSWERED_LIMIT:
-            del unanswered[next(iter(unanswered))]
-
-    def answerLocally(self, packet):
-        """
-        Answer C{packet} as the Growatt server would: echo a ping, ack
-        everything else except replies to commands (never acked).  In
-        cloud-free mode (or when configured) set the datalogger's clock
-        after its announce.
-        """
-        kind = packet.record_type
-        if kind in COMMANDS:
-            return
-        session = self.session
-        session.send(packet.raw if kind == RecordType.PING else build_ack(packet))
-        session.local_acks += 1
-        if kind == RecordType.ANNOUNCE and self.factory.wants_clock_set(session.mode):
-            self.setClock(packet)
-
-    def setClock(self, packet):
-        factory = self.factory
-        now = datetime.datetime.fromtimestamp(factory.clock.seconds(), factory.timezone)
-        text = now.strftime("%Y-%m-%d %H:%M:%S")
-        try:
-            data = build(ConfigSetRequest(CLOCK_REGISTER, text.encode("ascii")),
-                         self.session.datalogger_serial or packet.payload[:10],
-                         protocol=packet.protocol, sequence=1)
-        except CodecError as e:
-            self.log.warn("cannot set the clock of {serial}: {error}",
-                          serial=self.session.datalogger_serial, error=str(e))
-            return
-        self.session.send(data)
-        self.log.info("datalogger {serial}: clock set to {clock_time}",
-                      serial=self.session.datalogger_serial, clock_time=text)
 
     def identified(self):
         """
@@ -295,119 +242,34 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         session = self.session
         old = self.factory.registry.claim(session)
         self.log.debug("datalogger {serial} identified on connection from {peer}",
-                      serial=session.datalogger_serial, peer=session.peer)
+                       serial=session.datalogger_serial, peer=session.peer)
         if old is not None:
             self.log.info("datalogger {serial} reconnected from {peer}; closing its "
                           "older connection from {old_peer}",
                           serial=session.datalogger_serial, peer=session.peer,
                           old_peer=old.peer)
-            if old.disconnect is not None:
-                old.disconnect("replaced by a newer connection")
+            old.disconnect("replaced by a newer connection")
 
     # -- server -> datalogger ---------------------------------------------
 
-    def upstreamConnected(self, upstream):
-        self._connecting = None
-        if self._closing:
-            upstream.transport.loseConnection()
-            return
-        session = self.session
-        self.upstream = upstream
-        self._down = Framer()
-        session.upstream_state = CONNECTED
-        if session.mode == LOCAL:
-            # Back to relaying, at a packet boundary: everything the
-            # datalogger sent so far was answered locally.
-            self.log.info("datalogger {serial}: upstream {upstream} is back after "
-                          "{tries} retries; relaying again",
-                          serial=session.datalogger_serial, tries=self._retries,
-                          upstream=self.factory.upstream_label)
-            session.mode = RELAYING
-        self._retries = 0
-        pending, self._pending, self._pending_size = self._pending, [], 0
-        for data, packet in pending:
-            if packet is not None and self.factory.fallback_local \
-                    and packet.record_type not in COMMANDS:
-                self._remember(packet)
-        if pending:
-            upstream.transport.writeSequence([data for data, packet in pending])
-        upstream.transport.registerProducer(_Throttle(self.transport), True)
-        self.transport.registerProducer(upstream.transport, True)
-        self.transport.resumeProducing()
-        self.log.debug("datalogger from {peer}: upstream {upstream} connected",
-                       peer=session.peer, upstream=self.factory.upstream_label)
-
-    def upstreamFailed(self, reason):
-        self._connecting = None
-        if self._closing:
-            return
-        session = self.session
-        session.upstream_state = FAILED
-        factory = self.factory
-        if not factory.fallback_local:
-            self.log.error("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
-                           "{cause}; closing the datalogger connection",
-                           serial=session.datalogger_serial, peer=session.peer,
-                           upstream=factory.upstream_label, cause=_why(reason))
-            self.disconnect(f"upstream {factory.upstream_label} unreachable")
-            return
-        if session.mode == RELAYING:
-            self.log.warn("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
-                          "{cause}; answering the datalogger locally and retrying",
-                          serial=session.datalogger_serial, peer=session.peer,
-                          upstream=factory.upstream_label, cause=_why(reason))
-            self.goLocal()
-        else:
-            self.log.debug("datalogger {serial}: upstream retry {tries} failed: {cause}",
-                           serial=session.datalogger_serial, tries=self._retries,
-                           cause=_why(reason))
-        self._scheduleRetry()
-
-    def goLocal(self):
-        """
-        Answer the datalogger ourselves from now on, starting with whatever
-        it sent that nobody answered.
-        """
-        session = self.session
-        session.mode = LOCAL
-        pending, self._pending, self._pending_size = self._pending, [], 0
-        unanswered, self._unanswered = self._unanswered, {}
-        for packet in unanswered.values():
-            self.answerLocally(packet)
-        for data, packet in pending:
-            if packet is not None:
-                self.answerLocally(packet)
-        self.transport.resumeProducing()
-
-    def _scheduleRetry(self):
-        factory = self.factory
-        delay = min(factory.retry_initial * 2 ** self._retries, factory.retry_max)
-        self._retries += 1
-        self.session.upstream_state = CONNECTING
-        self._retry = factory.clock.callLater(delay, self._reconnect)
-
-    def _reconnect(self):
-        self._retry = None
-        if not self._closing:
-            self._connecting = self.factory.connect_upstream(self)
-
     def fromUpstream(self, data):
         session = self.session
-        unanswered = self._unanswered
+        relay = self.relay
+        trace = self.factory.trace
+        write = self.transport.write
         for item in self._down.feed(data):
             if item.__class__ is Garbage:
                 session.bytes_out += len(item.data)
-                self.transport.write(item.data)
+                write(item.data)
                 continue
-            if unanswered:
-                unanswered.pop((item.record_type, item.sequence), None)
-            if logs.trace_packets:
-                self.trace(TO_DATALOGGER, item, None)
+            relay.fromCloud(item)
+            if trace is not None:
+                trace.packet(session, TO_DATALOGGER, item, None)
             if item.record_type in COMMANDS and self.cloudCommandDropped(item):
                 continue
             session.packets_out += 1
             session.bytes_out += len(item.raw)
-            self.transport.write(item.raw)
+            write(item.raw)
 
     def cloudCommandDropped(self, packet):
         """
@@ -428,165 +290,231 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
             serial=self.session.datalogger_serial, command=describe(packet), reason=reason)
         return True
 
-    def sendToDatalogger(self, data):
+    def upstreamConnected(self, upstream):
+        self._connecting = None
+        self.upstream = upstream
+        self._down = Framer()
+        if not self.relay.upstreamConnected():
+            self.upstream = None
+            upstream.transport.loseConnection()
+
+    def upstreamFailed(self, reason):
+        self._connecting = None
+        self.relay.upstreamFailed(_why(reason))
+
+    def upstreamLost(self, reason):
+        self.upstream = None
+        rest = self._down.flush()
+        if self.relay.upstreamLost(_why(reason), len(rest)) and rest:
+            self.transport.write(rest)
+
+    # -- IDataloggerLink ----------------------------------------------------
+
+    def send(self, data):
         """
-        Send bytes grott built itself (a command, a local acknowledgement)
-        to the datalogger.  Callers send whole packets only, so they never
-        land inside a relayed packet: relaying is packet by packet too.
+        Send bytes grott built itself (a command) to the datalogger.
+        Callers send whole packets only, so they never land inside a
+        relayed packet: relaying is packet by packet too.
         """
-        if self._closing:
+        if self.relay.state is CLOSING:
             return False
         self.transport.write(data)
         return True
 
-    def upstreamLost(self, reason):
-        self.upstream = None
-        self.session.upstream_state = CLOSED
-        rest = self._down.flush()
-        if self._closing:
-            if rest:
-                self.transport.write(rest)
-            return
-        if not self.factory.fallback_local:
-            if rest:
-                self.transport.write(rest)
-            self._close(f"upstream closed ({_why(reason)})")
-            return
-        if rest:
-            # Half a packet from the cloud would garble what we answer next.
-            self.log.warn("datalogger {serial}: upstream closed in the middle of a packet; "
-                          "dropped its first {count} bytes",
-                          serial=self.session.datalogger_serial, count=len(rest))
-        self.log.warn("datalogger {serial}: upstream {upstream} closed ({cause}); answering "
-                      "the datalogger locally and retrying",
-                      serial=self.session.datalogger_serial,
-                      upstream=self.factory.upstream_label, cause=_why(reason))
+    def disconnect(self, why):
+        """Close both sides (what was received is flushed first)."""
+        self.relay.close(why)
+
+    # -- IRelayDriver -------------------------------------------------------
+
+    def connectUpstream(self):
+        self._connecting = self.factory.connect_upstream(self)
+
+    def cancelConnect(self):
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+
+    def startTimer(self, delay):
+        self._timer = self.factory.clock.callLater(delay, self.relay.retryDue)
+
+    def cancelTimer(self):
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def startRelaying(self, held):
+        upstream = self.upstream
+        if held:
+            upstream.transport.writeSequence(held)
+        upstream.transport.registerProducer(_Throttle(self.transport), True)
+        self.transport.registerProducer(upstream.transport, True)
+        self.log.debug("datalogger from {peer}: upstream {upstream} connected",
+                       peer=self.session.peer, upstream=self.factory.upstream_label)
+
+    def stopRelaying(self):
         self.transport.unregisterProducer()
-        self.goLocal()
-        self._scheduleRetry()
+
+    def toDatalogger(self, data):
+        self.transport.write(data)
+
+    def pauseReading(self):
+        self.transport.pauseProducing()
+
+    def resumeReading(self):
+        self.transport.resumeProducing()
+
+    def closeBoth(self):
+        self.transport.loseConnection()
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
 
     # -- closing ------------------------------------------------------------
 
     def timeoutConnection(self):
         self.disconnect(f"idle for {self.factory.idle_timeout:g} s")
 
-    def disconnect(self, why):
-        """
-        Close both sides (what was received is flushed first).
-        """
-        if not self._closing:
-            self._close(why)
-
-    def _close(self, why):
-        self._closing = True
-        if self.session.closed_by is None:
-            self.session.closed_by = why
-        self._cancelRetry()
-        if self._connecting is not None:
-            self._connecting.cancel()
-        self.transport.loseConnection()
-        if self.upstream is not None:
-            self.upstream.transport.loseConnection()
-
-    def _cancelRetry(self):
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-
     def connectionLost(self, reason):
         self.setTimeout(None)
         session = self.session
         if session is None:
             return
-        self._closing = True
-        self._cancelRetry()
-        if session.closed_by is None:
-            session.closed_by = "datalogger closed the connection"
+        self.relay.dataloggerLost()
         rest = self._up.flush()
         if self.upstream is not None:
             if rest:
                 self.upstream.transport.write(rest)
             self.upstream.transport.loseConnection()
-        elif self._connecting is not None:
-            self._connecting.cancel()
         factory = self.factory
         factory.registry.remove(session)
         factory.connections.discard(self)
         now = factory.clock.seconds()
         self.log.info(
-            "datalogger {serial} from {peer} disconnected ({closed_by}) after {age:.0f} s: "
+            "datalogger {who} from {peer} disconnected ({closed_by}) after {age:.0f} s: "
             "{packets_in} packets / {bytes_in} bytes in, {packets_out} packets / "
-            "{bytes_out} bytes out",
-            serial=session.datalogger_serial, peer=session.peer, closed_by=session.closed_by,
-            age=now - session.connected_since, packets_in=session.packets_in,
-            bytes_in=session.bytes_in, packets_out=session.packets_out,
-            bytes_out=session.bytes_out, inverters=list(session.inverters.values()))
-        if session.datalogger_serial is not None:
-            logs.packets.debug("session of {serial} closed", serial=session.datalogger_serial,
-                              session_closed=True)
+            "{bytes_out} bytes out, {local_acks} packets / {local_bytes} bytes answered "
+            "by grott",
+            who=_who(session), serial=session.datalogger_serial, peer=session.peer,
+            closed_by=session.closed_by, age=now - session.connected_since,
+            packets_in=session.packets_in, bytes_in=session.bytes_in,
+            packets_out=session.packets_out, bytes_out=session.bytes_out,
+            local_acks=session.local_acks, local_bytes=session.local_bytes,
+            inverters=list(session.inverters.values()))
+        if factory.trace is not None and session.datalogger_serial is not None:
+            factory.trace.sessionClosed(session)
         if factory.commands is not None:
             factory.commands.sessionClosed(session)
+        session.link = None
         self.closed.callback(None)
 
-    # -- tracing -----------------------------------------------------------
 
-    def trace(self, direction, packet, record):
-        logs.packets.debug(
+@implementer(IPacketTrace)
+class PacketTrace:
+    """
+    Packet tracing into a logger (grott's C{grott.packets} namespace, which
+    the per-datalogger log files and the debug level read).
+    """
+
+    def __init__(self, log):
+        self.log = log
+
+    def packet(self, session, direction, packet, record):
+        self.log.debug(
             "{serial} {direction} {record_name} {hex}",
-            serial=self.session.datalogger_serial, direction=direction,
+            serial=session.datalogger_serial, direction=direction,
             record_type=int(packet.record_type), record_name=packet.record_name,
             hex=packet.raw.hex(), record=record.as_dict() if record is not None else None)
 
+    def sessionClosed(self, session):
+        self.log.debug("session of {serial} closed", serial=session.datalogger_serial,
+                       session_closed=True)
 
-def _why(reason):
-    value = getattr(reason, "value", reason)
-    text = str(value) or value.__class__.__name__
-    return text.strip().rstrip(".")
+
+@implementer(IRecordSink)
+class _CallableSink:
+    """A plain C{on_record(packet, record)} callable as a record sink."""
+
+    def __init__(self, on_record):
+        self.on_record = on_record
+
+    def wantsRecords(self):
+        return True
+
+    def deliver(self, packet, record):
+        self.on_record(packet, record)
 
 
 class ProxyFactory(ServerFactory):
     """
     Accepts dataloggers and holds what their protocols share.
 
-    @ivar decode: C{decode(packet, device_type_code) -> record or None}.
-    @ivar on_record: C{on_record(packet, record)}, called for every record.
-    @ivar commands: the command socket's hook (L{CommandHook}), or None.
+    @ivar decode: C{decode(packet, device_type_code) -> record or None}, or
+        None to decode nothing.
+    @ivar sink: the L{IRecordSink} for decoded records, or None.
+    @ivar commands: the command socket's L{ICommandHook}, or None.
+    @ivar trace: the L{IPacketTrace} packets are traced to, or None (off).
     @ivar upstream: the client endpoint of the Growatt server, or None for
         cloud-free mode.
+    @ivar settings: the L{RelaySettings} every connection's machine reads.
     """
 
     protocol = DataloggerProtocol
     log = Logger()
     noisy = False
 
-    retry_initial = 1.0
-
     def __init__(self, upstream, registry, clock, *, upstream_label=None, connect_timeout=10.0,
                  idle_timeout=600.0, max_dataloggers=None, pending_limit=65536, decode=None,
-                 on_record=None, commands=None, fallback="close", retry_max=30.0,
-                 policy=None, set_time="auto", timezone=None):
+                 on_record=None, sink=None, commands=None, fallback="close", retry_max=30.0,
+                 policy=None, set_time="auto", timezone=None, trace=None):
         self.upstream = upstream
-        self.fallback_local = fallback == "local"
-        self.retry_max = retry_max
         self.policy = policy if policy is not None else CloudCommandPolicy()
-        self.set_time = set_time
-        self.timezone = timezone
-        self.upstream_label = upstream_label or str(upstream)
         self.registry = registry
         self.clock = clock
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.max_dataloggers = max_dataloggers
-        self.pending_limit = pending_limit
         self.decode = decode
-        self.on_record = on_record
+        if sink is None and on_record is not None:
+            sink = _CallableSink(on_record)
+        self.sink = sink
         self.commands = commands
+        self.trace = trace
         self.connections = set()
+        self.settings = RelaySettings(
+            cloud=upstream is not None, fallback_local=fallback == "local", clock=clock,
+            upstream_label=upstream_label or str(upstream), retry_max=retry_max,
+            pending_limit=pending_limit, set_time=set_time, timezone=timezone)
 
-    def wants_clock_set(self, mode):
-        if self.set_time == "auto":
-            return mode == CLOUD_FREE
-        return bool(self.set_time)
+    def _setting(name, doc):
+        return property(lambda self: getattr(self.settings, name),
+                        lambda self, value: setattr(self.settings, name, value), doc=doc)
+
+    fallback_local = _setting("fallback_local", "Answer locally when the cloud is away.")
+    retry_initial = _setting("retry_initial", "First retry delay, seconds.")
+    retry_max = _setting("retry_max", "Longest retry delay, seconds.")
+    upstream_label = _setting("upstream_label", "The upstream as logs name it.")
+    pending_limit = _setting("pending_limit", "Bytes held before the upstream is up.")
+    del _setting
+
+    def wantsRecord(self, packet):
+        """
+        Whether to decode a register record: an announce always (it tells
+        the device type the next records decode by, and comes once per
+        connection), others only when something consumes records.
+        """
+        if self.decode is None:
+            return False
+        if packet.record_type == RecordType.ANNOUNCE or self.trace is not None:
+            return True
+        sink = self.sink
+        return sink is not None and sink.wantsRecords()
+
+    def startFactory(self):
+        if self.upstream is None:
+            self.log.info("no upstream (proxy.upstream: none): grott answers every "
+                          "datalogger itself (cloud-free)")
+        else:
+            self.log.info("relaying dataloggers to {upstream}", upstream=self.upstream_label)
 
     def buildProtocol(self, addr):
         limit = self.max_dataloggers
@@ -624,14 +552,14 @@ class ProxyFactory(ServerFactory):
         return defer.DeferredList(waiting)
 
 
+@implementer(ICommandHook)
 class CommandHook:
     """
-    What the proxy asks of the command socket (see L{grott.commands}).
+    A command hook that claims nothing (the relay without a command socket).
     """
 
     def consume(self, session, packet):
-        """Return True when C{packet} answers a grott command (not forwarded)."""
         return False
 
     def sessionClosed(self, session):
-        """Fail the commands still waiting on C{session}."""
+        pass

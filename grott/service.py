@@ -24,13 +24,13 @@ from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import CannotListenError
 
-from grott import limits
+from grott import limits, logs
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import ConfigError
 from grott.logs import Logger, LoggingService
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
-from grott.proxy import ProxyFactory
+from grott.proxy import PacketTrace, ProxyFactory
 from grott.registers import Decoder
 from grott.session import Registry
 from grott.stats import StatsService, report_lines
@@ -77,9 +77,15 @@ class ProxyService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, factory, listen, reactor, max_dataloggers="auto"):
+    def __init__(self, factory, listen, reactor, max_dataloggers="auto", trace=None):
+        """
+        @param trace: a callable returning the packet trace (an
+            L{grott.interfaces.IPacketTrace}, or None when tracing is off),
+            asked at start, when the logging service has settled the level.
+        """
         service.MultiService.__init__(self)
         self.factory = factory
+        self.trace = trace
         self.reactor = reactor
         self.max_setting = max_dataloggers
         listener = strports.service(listen, factory, reactor=reactor)
@@ -100,6 +106,11 @@ class ProxyService(service.MultiService):
         service.MultiService.privilegedStartService(self)
         self.log.info("grott can hold {count} dataloggers (open-file limit {soft})",
                       count=self.factory.max_dataloggers, soft=soft)
+
+    def startService(self):
+        if self.trace is not None:
+            self.factory.trace = self.trace()
+        service.MultiService.startService(self)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -170,7 +181,7 @@ def makeService(config, reactor):
         idle_timeout=config.proxy.idle_timeout,
         pending_limit=config.proxy.pending_limit,
         decode=decoder.decode,
-        on_record=plugins.deliver,
+        sink=plugins,
         fallback=proxyConfig.upstream_fallback,
         retry_max=proxyConfig.retry_max,
         policy=CloudCommandPolicy(proxyConfig.cloud_commands,
@@ -178,7 +189,8 @@ def makeService(config, reactor):
         set_time=proxyConfig.set_time,
         timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
     )
-    proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
+    proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers,
+                         trace=lambda: PacketTrace(logs.packets) if logs.trace_packets else None)
     proxy.setName("proxy")
     proxy.setServiceParent(top)
 

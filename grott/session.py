@@ -9,7 +9,7 @@ without touching transports.
 
 import itertools
 
-from grott.codec import RecordType
+from grott.codec import REGISTER_RECORDS, RecordType
 
 __all__ = ["Registry", "Session"]
 
@@ -25,20 +25,19 @@ NONE = "none"
 
 class Session:
     """
-    One datalogger connection.
+    One datalogger connection: plain data, updated by the relay.
 
-    @ivar disconnect: a callable that closes this session's connections,
-        set by the proxy; the registry calls it when the same datalogger
-        connects again.
+    @ivar link: the connection itself as an
+        L{grott.interfaces.IDataloggerLink} (set by the proxy), or None;
+        L{send} and L{disconnect} go through it, so nothing here holds a
+        callable into the protocol.
     """
 
-    def __init__(self, peer, now, disconnect=None, send=None):
+    def __init__(self, peer, now, link=None):
         self.id = next(_ids)
         self.peer = peer
         self.connected_since = now
-        self.disconnect = disconnect
-        #: send(bytes) -> bool: write a whole packet to the datalogger
-        self.send = send
+        self.link = link
         self.datalogger_serial = None
         #: device address -> inverter serial, in the order first seen
         self.inverters = {}
@@ -54,11 +53,26 @@ class Session:
         self.parse_errors = 0
         self.garbage_bytes = 0
         self.records = 0
+        #: packets and bytes grott answered itself (no cloud, or cloud away)
         self.local_acks = 0
+        self.local_bytes = 0
         self.commands = 0
         self.commands_dropped = 0
         self.last_packet_at = None
         self.closed_by = None
+
+    def send(self, data):
+        """
+        Write whole packets grott built to this datalogger; False when its
+        connection is gone or closing.
+        """
+        link = self.link
+        return link is not None and link.send(data)
+
+    def disconnect(self, why):
+        """Close this datalogger's connection (and its upstream)."""
+        if self.link is not None:
+            self.link.disconnect(why)
 
     @property
     def inverter_serial(self):
@@ -94,7 +108,7 @@ class Session:
             serial = packet.datalogger_serial
             if serial is not None:
                 self.datalogger_serial = learned = serial
-        if packet.record_type in _INVERTER_RECORDS:
+        if packet.record_type in REGISTER_RECORDS:
             inverter = packet.inverter_serial
             if inverter is not None and self.inverters.get(packet.device_address) != inverter:
                 self.inverters[packet.device_address] = inverter
@@ -129,13 +143,11 @@ class Session:
             "parse_errors": self.parse_errors,
             "garbage_bytes": self.garbage_bytes,
             "local_acks": self.local_acks,
+            "local_bytes": self.local_bytes,
             "commands_dropped": self.commands_dropped,
             "last_packet_age": None if self.last_packet_at is None
             else round(now - self.last_packet_at, 1),
         }
-
-
-_INVERTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
 
 
 class Registry:

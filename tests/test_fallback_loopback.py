@@ -12,9 +12,9 @@ from twisted.trial.unittest import TestCase
 
 from grott.codec import ConfigSetRequest, InverterReadRequest
 from grott.config import config_from_string
-from grott.testing.fakecloud import FakeCloud
 from grott.proxy import CLOUD_FREE, LOCAL, RELAYING
 from grott.service import makeService
+from grott.testing.fakecloud import FakeCloud
 from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 
 

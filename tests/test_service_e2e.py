@@ -13,8 +13,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from grott.config import config_from_string
-from grott.testing.fakecloud import FakeCloud
 from grott.service import makeService
+from grott.testing.fakecloud import FakeCloud
 from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 
 
