@@ -12,6 +12,7 @@ without a fastcrc wheel.  Both are checked against each other by the test
 suite.
 """
 
+import functools
 import sys
 
 __all__ = ["IMPLEMENTATION", "crc16", "crc16_python"]
@@ -30,7 +31,12 @@ def _byte_table():
 _T8 = _byte_table()
 
 
+@functools.cache
 def _word_table():
+    """
+    The word table (about 3 MB), built on first use: with fastcrc it is
+    never needed, and every process would carry it for nothing.
+    """
     t8 = _T8
     table = [0] * 65536
     for index in range(65536):
@@ -39,7 +45,6 @@ def _word_table():
     return table
 
 
-_T16 = _word_table()
 _LITTLE = sys.byteorder == "little"
 
 
@@ -47,7 +52,7 @@ def crc16_python(data):
     """
     Compute CRC-16/MODBUS of C{data} (any bytes-like object) in pure Python.
     """
-    table = _T16
+    table = _word_table()
     crc = 0xFFFF
     view = memoryview(data).cast("B")
     even = len(view) & ~1
