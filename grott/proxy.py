@@ -23,6 +23,8 @@ that stops reading stops the other side's reads, and memory per connection
 stays at one kernel buffer plus at most one packet in each framer.
 """
 
+import ipaddress
+
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
@@ -41,6 +43,7 @@ from grott.codec import (
 )
 from grott.interfaces import ICommandHook, IDataloggerLink, IPacketTrace, IRecordSink
 from grott.logs import Logger
+from grott.logthrottle import LogThrottle
 from grott.policy import CloudCommandPolicy, describe
 from grott.relay import (
     CLOSING,
@@ -51,7 +54,19 @@ from grott.relay import (
     RelayMachine,
     RelaySettings,
 )
-from grott.session import Session
+from grott.session import Session, takeover_refusal
+
+#: Refusals remembered for logging each once (then forgotten all at once).
+_REFUSALS_REMEMBERED = 4096
+
+#: Full warning lines per kind and connection per minute (then a summary).
+WARNING_BURST = 5
+
+#: Bytes of grott's own answers a datalogger may leave unread after grott
+#: stopped reading from it; past this it is closed.  Reading stops as soon
+#: as the transport's buffer is full, so only answers to what was already
+#: read (and admin commands) can add to this.
+UNREAD_LIMIT = 256 * 1024
 
 __all__ = [
     "CLOUD_FREE",
@@ -66,11 +81,12 @@ __all__ = [
 
 
 def _peer(transport):
+    """The peer as logs show it, and its host (None for a unix socket)."""
     address = transport.getPeer()
     host = getattr(address, "host", None)
     if host is None:
-        return str(getattr(address, "name", None) or address)
-    return f"{host}:{address.port}"
+        return str(getattr(address, "name", None) or address), None
+    return f"{host}:{address.port}", host
 
 
 def _who(session):
@@ -85,31 +101,16 @@ def _why(reason):
 
 
 @implementer(IPushProducer)
-class _Throttle:
-    """
-    The datalogger transport as the upstream transport's producer, minus
-    C{stopProducing}: a transport that loses its connection stops its
-    producer, and a dead cloud must not close the datalogger when grott is
-    about to answer it locally.  The relay closes both sides itself.
-    """
-
-    def __init__(self, transport):
-        self.transport = transport
-
-    def pauseProducing(self):
-        self.transport.pauseProducing()
-
-    def resumeProducing(self):
-        self.transport.resumeProducing()
-
-    def stopProducing(self):
-        pass
-
-
 class UpstreamProtocol(Protocol):
     """
     grott's connection to the Growatt server for one datalogger: everything
     it receives goes to the datalogger side.
+
+    It is also its upstream transport's producer, standing for the
+    datalogger's reads (as in L{twisted.protocols.portforward}), minus
+    C{stopProducing}: a transport that loses its connection stops its
+    producer, and a dead cloud must not close the datalogger when grott is
+    about to answer it locally.  The relay closes both sides itself.
     """
 
     def __init__(self, datalogger):
@@ -120,6 +121,15 @@ class UpstreamProtocol(Protocol):
 
     def connectionLost(self, reason):
         self.datalogger.upstreamLost(reason)
+
+    def pauseProducing(self):
+        self.datalogger.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.datalogger.transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
 
 
 class UpstreamFactory(ClientFactory):
@@ -136,7 +146,7 @@ class UpstreamFactory(ClientFactory):
         return UpstreamProtocol(self.datalogger)
 
 
-@implementer(IDataloggerLink, IRelayDriver)
+@implementer(IDataloggerLink, IRelayDriver, IPushProducer)
 class DataloggerProtocol(Protocol, TimeoutMixin):
     """
     A datalogger's connection to grott: frames its bytes, hands them on as
@@ -147,18 +157,37 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
     session = None
     relay = None
     upstream = None
-    _connecting = None
-    _timer = None
+    # Set per connection in connectionMade:
+    #  _producer: what the datalogger transport's producer is: None,
+    #    "upstream" (relaying) or "gate" (answering locally: this protocol);
+    #  _unread: bytes grott wrote since the datalogger stopped reading its
+    #    answers, or None while it reads;
+    #  _throttle: the LogThrottle of this connection's warnings, made on
+    #    the first one;
+    #  _closed: None, a Deferred (see whenClosed), or True once closed.
+
+    def callLater(self, delay, f, *args, **kw):
+        # TimeoutMixin's clock: the factory's, not the global reactor.
+        return self.factory.clock.callLater(delay, f, *args, **kw)
 
     def connectionMade(self):
         factory = self.factory
-        self.callLater = factory.clock.callLater
-        self.session = Session(_peer(self.transport), factory.clock.seconds(), self)
-        factory.registry.add(self.session)
-        self.closed = defer.Deferred()
+        peer, host = _peer(self.transport)
+        # Every attribute set here, always in this order: instances then
+        # share one key layout (no per-connection dict), which matters at
+        # thousands of mostly idle connections.
+        self.session = Session(peer, factory.clock.seconds(), self, host)
+        self.relay = RelayMachine(factory.settings, self.session, self)
         self._up = Framer()
         self._down = Framer()
-        self.relay = RelayMachine(factory.settings, self.session, self)
+        self.upstream = None
+        self._connecting = None
+        self._timer = None
+        self._producer = None
+        self._unread = None
+        self._throttle = None
+        self._closed = None
+        factory.registry.add(self.session)
         self.setTimeout(factory.idle_timeout)
         self.log.info("datalogger connected from {peer}", peer=self.session.peer)
         self.relay.start()
@@ -166,7 +195,6 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
     # -- datalogger -> server ---------------------------------------------
 
     def dataReceived(self, data):
-        self.resetTimeout()
         self.session.bytes_in += len(data)
         for item in self._up.feed(data):
             if item.__class__ is Garbage:
@@ -175,10 +203,13 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
                 self.packetFromDatalogger(item)
 
     def packetFromDatalogger(self, packet):
+        # Idle means no complete packet: bytes trickling in keep nothing open.
+        self.resetTimeout()
         factory = self.factory
         session = self.session
-        if session.saw_datalogger_packet(packet, factory.clock.seconds()):
-            self.identified()
+        if session.saw_datalogger_packet(packet, factory.clock.seconds()) \
+                and not self.identified():
+            return
         commands = factory.commands
         if commands is not None and commands.consume(session, packet):
             if factory.trace is not None:
@@ -204,9 +235,11 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
             record = factory.decode(packet, session.device_type_codes.get(packet.inverter_serial))
         except CodecError as e:
             session.parse_errors += 1
-            self.log.warn("datalogger {who}: cannot decode {record_name} record: {error}",
-                          who=_who(session), serial=session.datalogger_serial,
-                          record_name=packet.record_name, error=str(e), hex=packet.raw.hex())
+            if self.admit("records it cannot decode"):
+                self.log.warn("datalogger {who}: cannot decode {record_name} record: {error}",
+                              who=_who(session), serial=session.datalogger_serial,
+                              record_name=packet.record_name, error=str(e),
+                              hex=packet.raw.hex())
             return None
         except Exception:
             session.parse_errors += 1
@@ -228,27 +261,65 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         session.garbage_bytes += len(garbage.data)
         if self.relay.garbageFromDatalogger(garbage.data):
             self.upstream.transport.write(garbage.data)
-        self.log.warn("datalogger {who} from {peer}: {count} bytes are not a packet "
-                      "({reason}); relayed unchanged",
+        if self.admit("runs of bytes that are not a packet"):
+            self.log.warn("datalogger {who} from {peer}: {count} bytes are not a packet "
+                          "({reason}); relayed unchanged",
+                          who=_who(session), serial=session.datalogger_serial,
+                          peer=session.peer, count=len(garbage.data), reason=garbage.reason,
+                          hex=garbage.data[:64].hex())
+
+    def admit(self, what):
+        """
+        Whether to log this connection's warning about C{what} in full: the
+        first few per minute are, the rest are summarised, so a peer cannot
+        make the log grow faster than its own input.
+        """
+        throttle = self._throttle
+        if throttle is None:
+            # Made on the first warning only: most connections never need one.
+            throttle = self._throttle = LogThrottle(self.factory.clock, self._summary,
+                                                    burst=WARNING_BURST, interval=60.0)
+        return throttle.admit(what)
+
+    def _summary(self, what, count, seconds):
+        session = self.session
+        self.log.warn("datalogger {who} from {peer}: {count} more {what} in {seconds:.0f} s",
                       who=_who(session), serial=session.datalogger_serial, peer=session.peer,
-                      count=len(garbage.data), reason=garbage.reason,
-                      hex=garbage.data[:64].hex())
+                      count=count, what=what, seconds=seconds)
 
     def identified(self):
         """
         The datalogger serial is now known: claim it, replacing an older
-        connection of the same datalogger.
+        connection of the same datalogger when that is plausibly the same
+        device reconnecting (see L{grott.session.takeover_refusal}).
+
+        @return: False when this connection is refused (and closing).
         """
         session = self.session
-        old = self.factory.registry.claim(session)
+        factory = self.factory
+        serial = session.datalogger_serial
+        if factory.allowed_serials is not None and serial not in factory.allowed_serials:
+            factory.refuse(session, "serial-not-allowed",
+                           f"serial {serial} is not in proxy.allowed_serials")
+            self.disconnect(f"serial {serial} not allowed")
+            return False
+        old = factory.registry.by_serial(serial)
+        if old is not None and old is not session:
+            refusal = takeover_refusal(old, session, factory.clock.seconds())
+            if refusal is not None:
+                factory.registry.refused_takeovers += 1
+                factory.refuse(session, "takeover", f"{serial} is live on {old.peer}: {refusal}")
+                self.disconnect(f"refused: {serial} is live on another connection")
+                return False
+        old = factory.registry.claim(session)
         self.log.debug("datalogger {serial} identified on connection from {peer}",
-                       serial=session.datalogger_serial, peer=session.peer)
+                       serial=serial, peer=session.peer)
         if old is not None:
             self.log.info("datalogger {serial} reconnected from {peer}; closing its "
                           "older connection from {old_peer}",
-                          serial=session.datalogger_serial, peer=session.peer,
-                          old_peer=old.peer)
+                          serial=serial, peer=session.peer, old_peer=old.peer)
             old.disconnect("replaced by a newer connection")
+        return True
 
     # -- server -> datalogger ---------------------------------------------
 
@@ -318,7 +389,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         """
         if self.relay.state is CLOSING:
             return False
-        self.transport.write(data)
+        self.toDatalogger(data)
         return True
 
     def disconnect(self, why):
@@ -347,22 +418,72 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         upstream = self.upstream
         if held:
             upstream.transport.writeSequence(held)
-        upstream.transport.registerProducer(_Throttle(self.transport), True)
-        self.transport.registerProducer(upstream.transport, True)
+        upstream.transport.registerProducer(upstream, True)
+        self._setProducer("upstream", upstream.transport)
         self.log.debug("datalogger from {peer}: upstream {upstream} connected",
                        peer=self.session.peer, upstream=self.factory.upstream_label)
 
     def stopRelaying(self):
-        self.transport.unregisterProducer()
+        self._setProducer(None, None)
+
+    def answerLocally(self):
+        self._setProducer("gate", self)
+
+    def _setProducer(self, kind, producer):
+        if self._producer is not None:
+            self.transport.unregisterProducer()
+            if self._unread is not None:
+                self._unread = None
+                if self.relay.state is not CLOSING:
+                    self.transport.resumeProducing()
+        self._producer = kind
+        if producer is not None:
+            self.transport.registerProducer(producer, True)
 
     def toDatalogger(self, data):
+        unread = self._unread
+        if unread is not None:
+            unread += len(data)
+            self._unread = unread
+            if unread > UNREAD_LIMIT:
+                self.log.warn("datalogger {who} from {peer} does not read grott's answers "
+                              "({count} bytes unread); closing it",
+                              who=_who(self.session), serial=self.session.datalogger_serial,
+                              peer=self.session.peer, count=unread)
+                self.disconnect(f"not reading grott's answers ({unread} bytes unread)")
+                return
         self.transport.write(data)
+
+    # IPushProducer of its own transport while answering locally: C{pause}
+    # means grott's answers are not being read.
+
+    def pauseProducing(self):
+        self.answersBlocked()
+
+    def resumeProducing(self):
+        self.answersFlowing()
+
+    def stopProducing(self):
+        pass
+
+    def answersBlocked(self):
+        """grott's answers are not being read: stop reading what asks for more."""
+        if self._unread is None:
+            self._unread = 0
+            self.transport.pauseProducing()
+
+    def answersFlowing(self):
+        if self._unread is not None:
+            self._unread = None
+            if self.relay.state is not CLOSING:
+                self.transport.resumeProducing()
 
     def pauseReading(self):
         self.transport.pauseProducing()
 
     def resumeReading(self):
-        self.transport.resumeProducing()
+        if self._unread is None:
+            self.transport.resumeProducing()
 
     def closeBoth(self):
         self.transport.loseConnection()
@@ -380,6 +501,8 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         if session is None:
             return
         self.relay.dataloggerLost()
+        if self._throttle is not None:
+            self._throttle.stop()
         rest = self._up.flush()
         if self.upstream is not None:
             if rest:
@@ -405,7 +528,17 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         if factory.commands is not None:
             factory.commands.sessionClosed(session)
         session.link = None
-        self.closed.callback(None)
+        if self._closed is not None:
+            self._closed.callback(None)
+        self._closed = True
+
+    def whenClosed(self):
+        """A Deferred that fires once this connection is gone."""
+        if self._closed is True:
+            return defer.succeed(None)
+        if self._closed is None:
+            self._closed = defer.Deferred()
+        return self._closed
 
 
 @implementer(IPacketTrace)
@@ -465,7 +598,8 @@ class ProxyFactory(ServerFactory):
     def __init__(self, upstream, registry, clock, *, upstream_label=None, connect_timeout=10.0,
                  idle_timeout=600.0, max_dataloggers=None, pending_limit=65536, decode=None,
                  on_record=None, sink=None, commands=None, fallback="close", retry_max=30.0,
-                 policy=None, set_time="auto", timezone=None, trace=None):
+                 policy=None, set_time="auto", timezone=None, trace=None,
+                 allowed_serials=None, allowed_networks=None):
         self.upstream = upstream
         self.policy = policy if policy is not None else CloudCommandPolicy()
         self.registry = registry
@@ -479,6 +613,12 @@ class ProxyFactory(ServerFactory):
         self.sink = sink
         self.commands = commands
         self.trace = trace
+        #: a set of serials, or None for any
+        self.allowed_serials = None if allowed_serials is None else frozenset(allowed_serials)
+        #: a list of ipaddress networks, or None for any address
+        self.allowed_networks = None if allowed_networks is None else [
+            ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+        self._refused = set()
         self.connections = set()
         self.settings = RelaySettings(
             cloud=upstream is not None, fallback_local=fallback == "local", clock=clock,
@@ -516,7 +656,44 @@ class ProxyFactory(ServerFactory):
         else:
             self.log.info("relaying dataloggers to {upstream}", upstream=self.upstream_label)
 
+    def refuse(self, session, kind, why):
+        """
+        Log a refused datalogger once per kind, serial and address; the
+        registry counts them all (a peer retrying cannot flood the log).
+        """
+        key = (kind, session.datalogger_serial, session.host)
+        if key in self._refused:
+            return
+        if len(self._refused) >= _REFUSALS_REMEMBERED:
+            self._refused.clear()
+        self._refused.add(key)
+        self.log.warn("refusing datalogger {who} from {peer}: {why} (logged once)",
+                      who=_who(session), serial=session.datalogger_serial, peer=session.peer,
+                      why=why)
+
+    def _networkAllowed(self, addr):
+        host = getattr(addr, "host", None)
+        if self.allowed_networks is None or host is None:
+            return True
+        try:
+            address = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allowed_networks)
+
     def buildProtocol(self, addr):
+        if not self._networkAllowed(addr):
+            self.registry.rejected += 1
+            key = ("network", None, addr.host)
+            if key not in self._refused:
+                if len(self._refused) >= _REFUSALS_REMEMBERED:
+                    self._refused.clear()
+                self._refused.add(key)
+                self.log.warn("refusing datalogger from {peer}: not in proxy.allowed_networks "
+                              "(logged once per address)", peer=addr.host)
+            return None
         limit = self.max_dataloggers
         if limit is not None and len(self.registry) >= limit:
             self.registry.rejected += 1
@@ -545,9 +722,9 @@ class ProxyFactory(ServerFactory):
         """
         waiting = []
         for protocol in list(self.connections):
-            if protocol.session is None or protocol.closed.called:
+            if protocol.session is None or protocol._closed is True:
                 continue
-            waiting.append(protocol.closed)
+            waiting.append(protocol.whenClosed())
             protocol.disconnect(why)
         return defer.DeferredList(waiting)
 

@@ -101,6 +101,13 @@ class IRelayDriver(Interface):
     def stopRelaying():
         """The upstream is gone: uncouple the flow control."""
 
+    def answerLocally():
+        """
+        grott answers the datalogger from now on: couple reading from it to
+        its reading of grott's answers, so a datalogger that does not read
+        cannot make grott buffer answers without bound.
+        """
+
     def toDatalogger(data):
         """Write bytes grott built to the datalogger."""
 
@@ -144,8 +151,15 @@ class RelayMachine:
 
     @ivar state: one of the module's state constants.
     @ivar unanswered: (record type, sequence) -> packet, sent upstream and
-        not yet answered by the cloud (only with C{fallback_local}).
+        not yet answered by the cloud (only with C{fallback_local}), or None
+        when there are none.
+    @ivar held: (bytes, packet or None) held until the upstream is up, or
+        None.  Both are None most of the time: thousands of idle
+        connections then cost no empty containers.
     """
+
+    __slots__ = ("driver", "held", "held_size", "retries", "session", "settings", "state",
+                 "unanswered")
 
     log = Logger()
 
@@ -155,9 +169,9 @@ class RelayMachine:
         self.driver = driver
         self.state = None
         self.retries = 0
-        self.held = []
+        self.held = None
         self.held_size = 0
-        self.unanswered = {}
+        self.unanswered = None
 
     def _enter(self, state):
         self.state = state
@@ -176,6 +190,7 @@ class RelayMachine:
         else:
             self._enter(CLOUD_FREE)
             self.session.upstream_state = NONE
+            self.driver.answerLocally()
 
     def fromDatalogger(self, packet):
         """
@@ -209,8 +224,11 @@ class RelayMachine:
 
     def fromCloud(self, packet):
         """The cloud answered (or sent) C{packet}: it no longer waits for an answer."""
-        if self.unanswered:
-            self.unanswered.pop((packet.record_type, packet.sequence), None)
+        unanswered = self.unanswered
+        if unanswered is not None:
+            unanswered.pop((packet.record_type, packet.sequence), None)
+            if not unanswered:
+                self.unanswered = None
 
     def upstreamConnected(self):
         """
@@ -232,7 +250,7 @@ class RelayMachine:
                           tries=self.retries, upstream=self.settings.upstream_label)
         self._enter(RELAYING)
         self.retries = 0
-        held, self.held, self.held_size = self.held, [], 0
+        held, self.held, self.held_size = self.held or (), None, 0
         datas = []
         for data, packet in held:
             datas.append(data)
@@ -371,6 +389,8 @@ class RelayMachine:
     # -- helpers ------------------------------------------------------------
 
     def _hold(self, data, packet):
+        if self.held is None:
+            self.held = []
         self.held.append((data, packet))
         self.held_size += len(data)
         if self.held_size > self.settings.pending_limit:
@@ -379,6 +399,8 @@ class RelayMachine:
 
     def _remember(self, packet):
         unanswered = self.unanswered
+        if unanswered is None:
+            unanswered = self.unanswered = {}
         unanswered[(packet.record_type, packet.sequence)] = packet
         if len(unanswered) > UNANSWERED_LIMIT:
             del unanswered[next(iter(unanswered))]
@@ -386,8 +408,9 @@ class RelayMachine:
     def _goLocal(self):
         """Answer the datalogger from now on, starting with what nobody answered."""
         self._enter(LOCAL)
-        held, self.held, self.held_size = self.held, [], 0
-        unanswered, self.unanswered = self.unanswered, {}
+        self.driver.answerLocally()
+        held, self.held, self.held_size = self.held or (), None, 0
+        unanswered, self.unanswered = self.unanswered or {}, None
         for packet in unanswered.values():
             self.answer(packet)
         for _data, packet in held:

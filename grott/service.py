@@ -26,7 +26,7 @@ from twisted.internet.error import CannotListenError
 
 from grott import limits, logs
 from grott.commands import CommandDispatcher, CommandFactory
-from grott.config import ConfigError
+from grott.config import ConfigError, allowed_serials
 from grott.logs import Logger, LoggingService
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
@@ -155,6 +155,20 @@ def validate(config):
     makeDecoder(config)
 
 
+def _allowed_serials(config):
+    """
+    C{proxy.allowed_serials} as a list, or None when any serial may connect;
+    a serials file that became unreadable since the config was checked is
+    a L{ConfigError}.
+    """
+    try:
+        serials = allowed_serials(config.proxy.allowed_serials)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{config.source}: proxy.allowed_serials: cannot read the serials "
+                          f"file: {getattr(e, 'strerror', None) or e}") from None
+    return serials or None
+
+
 def makeService(config, reactor):
     """
     Build the grott service tree for C{config} on C{reactor}.
@@ -188,6 +202,8 @@ def makeService(config, reactor):
                                   proxyConfig.protect_server_address),
         set_time=proxyConfig.set_time,
         timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
+        allowed_serials=_allowed_serials(config),
+        allowed_networks=[str(n) for n in proxyConfig.allowed_networks] or None,
     )
     proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers,
                          trace=lambda: PacketTrace(logs.packets) if logs.trace_packets else None)

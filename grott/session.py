@@ -11,7 +11,7 @@ import itertools
 
 from grott.codec import REGISTER_RECORDS, RecordType
 
-__all__ = ["Registry", "Session"]
+__all__ = ["TAKEOVER_SILENCE", "Registry", "Session", "takeover_refusal"]
 
 _ids = itertools.count(1)
 
@@ -33,9 +33,11 @@ class Session:
         callable into the protocol.
     """
 
-    def __init__(self, peer, now, link=None):
+    def __init__(self, peer, now, link=None, host=None):
         self.id = next(_ids)
         self.peer = peer
+        #: the peer's address without the port (None for unix sockets)
+        self.host = host
         self.connected_since = now
         self.link = link
         self.datalogger_serial = None
@@ -59,6 +61,8 @@ class Session:
         self.commands = 0
         self.commands_dropped = 0
         self.last_packet_at = None
+        #: the longest silence between two of its packets so far, seconds
+        self.longest_gap = 0.0
         self.closed_by = None
 
     def send(self, data):
@@ -101,6 +105,9 @@ class Session:
         @return: the datalogger serial if this packet made it known.
         """
         self.packets_in += 1
+        last = self.last_packet_at
+        if last is not None and now - last > self.longest_gap:
+            self.longest_gap = now - last
         self.last_packet_at = now
         self.protocol = packet.protocol
         learned = None
@@ -150,6 +157,31 @@ class Session:
         }
 
 
+#: The least silence after which an older connection of a datalogger may be
+#: taken over from another address (seconds).
+TAKEOVER_SILENCE = 60.0
+
+
+def takeover_refusal(old, new, now):
+    """
+    Why C{new} may not take over the serial of the live session C{old}, or
+    None when it may: it comes from the same address (the same datalogger
+    reconnecting, also behind NAT), or C{old} has been silent for more than
+    twice its longest gap between packets so far (at least
+    L{TAKEOVER_SILENCE}), as a datalogger that went away is.  Anything else
+    is another device claiming a live serial: refusing it keeps a spoofed
+    serial from cutting off the real datalogger.
+    """
+    if old.host is None or old.host == new.host:
+        return None
+    last = old.last_packet_at if old.last_packet_at is not None else old.connected_since
+    expected = max(2 * old.longest_gap, TAKEOVER_SILENCE)
+    silent = now - last
+    if silent > expected:
+        return None
+    return f"it sent a packet {silent:.0f} s ago (taken over after {expected:.0f} s of silence)"
+
+
 class Registry:
     """
     The live sessions, by connection and by datalogger serial.
@@ -161,6 +193,7 @@ class Registry:
         self.total_connections = 0
         self.rejected = 0
         self.replaced = 0
+        self.refused_takeovers = 0
 
     def __len__(self):
         return len(self._sessions)

@@ -23,7 +23,8 @@ def report_lines(registry, now, extra=()):
     sessions = registry.sorted()
     lines = [f"{len(sessions)} datalogger(s) connected; {registry.total_connections} "
              f"connection(s) since start, {registry.replaced} replaced, "
-             f"{registry.rejected} refused"]
+             f"{registry.rejected} refused, "
+             f"{registry.refused_takeovers} serial takeovers refused"]
     totals = dict.fromkeys(("packets_in", "packets_out", "bytes_in", "bytes_out", "records",
                             "parse_errors", "local_acks"), 0)
     for session in sessions:

@@ -67,6 +67,9 @@ class RecordingDriver:
     def stopRelaying(self):
         self.calls.append(("stopRelaying",))
 
+    def answerLocally(self):
+        self.calls.append(("answerLocally",))
+
     def toDatalogger(self, data):
         self.written.append(data)
 
@@ -158,7 +161,7 @@ class MachineTests(SynchronousTestCase):
     def test_cloudFreeAnswersAndSetsTheClock(self):
         m = self.machine(cloud=False)
         self.assertEqual((m.state, self.session.mode), (CLOUD_FREE, "cloud-free"))
-        self.assertEqual(self.driver.names(), [])
+        self.assertEqual(self.driver.names(), ["answerLocally"])
         self.assertFalse(m.fromDatalogger(ANNOUNCE))
         kinds = [parse_packet(data).record_type for data in self.driver.written]
         self.assertEqual(kinds, [RecordType.ANNOUNCE, RecordType.CONFIG_SET])
@@ -237,7 +240,7 @@ class DecodeOnDemandTests(SynchronousTestCase):
         protocol = factory.buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
-        upstream, upTransport = self.endpoint.succeed()
+        _upstream, upTransport = self.endpoint.succeed()
         return protocol, upTransport
 
     def decode(self, packet, dtc):
@@ -251,7 +254,7 @@ class DecodeOnDemandTests(SynchronousTestCase):
 
     def test_sinkWithoutPluginsDecodesNothingMore(self):
         host = PluginHost(Config(), Clock(), plugins=[])
-        protocol, upTransport = self.connect(sink=host)
+        protocol, _upTransport = self.connect(sink=host)
         protocol.dataReceived(DATA.raw)
         self.assertEqual(self.decoded, [])
 
@@ -289,7 +292,7 @@ class DecodeOnDemandTests(SynchronousTestCase):
             def sessionClosed(self, session):
                 traced.append("closed")
 
-        protocol, upTransport = self.connect(trace=Trace())
+        protocol, _upTransport = self.connect(trace=Trace())
         protocol.dataReceived(DATA.raw)
         self.assertEqual(self.decoded, [RecordType.DATA])
         self.assertEqual(traced, [("datalogger->server", RecordType.DATA)])
