@@ -28,7 +28,6 @@ import ipaddress
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
-from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from grott.codec import (
@@ -147,7 +146,7 @@ class UpstreamFactory(ClientFactory):
 
 
 @implementer(IDataloggerLink, IRelayDriver, IPushProducer)
-class DataloggerProtocol(Protocol, TimeoutMixin):
+class DataloggerProtocol(Protocol):
     """
     A datalogger's connection to grott: frames its bytes, hands them on as
     its L{RelayMachine} says, and does the machine's I/O.
@@ -165,10 +164,6 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
     #  _throttle: the LogThrottle of this connection's warnings, made on
     #    the first one;
     #  _closed: None, a Deferred (see whenClosed), or True once closed.
-
-    def callLater(self, delay, f, *args, **kw):
-        # TimeoutMixin's clock: the factory's, not the global reactor.
-        return self.factory.clock.callLater(delay, f, *args, **kw)
 
     def connectionMade(self):
         factory = self.factory
@@ -188,7 +183,6 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         self._throttle = None
         self._closed = None
         factory.registry.add(self.session)
-        self.setTimeout(factory.idle_timeout)
         self.log.info("datalogger connected from {peer}", peer=self.session.peer)
         self.relay.start()
 
@@ -203,8 +197,9 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
                 self.packetFromDatalogger(item)
 
     def packetFromDatalogger(self, packet):
-        # Idle means no complete packet: bytes trickling in keep nothing open.
-        self.resetTimeout()
+        # Idle means no complete packet (session.last_packet_at, set below,
+        # is what the factory's idle sweep reads): bytes trickling in keep
+        # nothing open.
         factory = self.factory
         session = self.session
         if session.saw_datalogger_packet(packet, factory.clock.seconds()) \
@@ -451,6 +446,9 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
                               who=_who(self.session), serial=self.session.datalogger_serial,
                               peer=self.session.peer, count=unread)
                 self.disconnect(f"not reading grott's answers ({unread} bytes unread)")
+                # A peer that does not read would hold a graceful close
+                # (which waits for the unread bytes) open for ever.
+                self.transport.abortConnection()
                 return
         self.transport.write(data)
 
@@ -496,7 +494,6 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         self.disconnect(f"idle for {self.factory.idle_timeout:g} s")
 
     def connectionLost(self, reason):
-        self.setTimeout(None)
         session = self.session
         if session is None:
             return
@@ -510,7 +507,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
             self.upstream.transport.loseConnection()
         factory = self.factory
         factory.registry.remove(session)
-        factory.connections.discard(self)
+        factory.forget(self)
         now = factory.clock.seconds()
         self.log.info(
             "datalogger {who} from {peer} disconnected ({closed_by}) after {age:.0f} s: "
@@ -619,6 +616,7 @@ class ProxyFactory(ServerFactory):
         self.allowed_networks = None if allowed_networks is None else [
             ipaddress.ip_network(n, strict=False) for n in allowed_networks]
         self._refused = set()
+        self._sweep = None
         self.connections = set()
         self.settings = RelaySettings(
             cloud=upstream is not None, fallback_local=fallback == "local", clock=clock,
@@ -703,7 +701,38 @@ class ProxyFactory(ServerFactory):
             return None
         protocol = ServerFactory.buildProtocol(self, addr)
         self.connections.add(protocol)
+        if self._sweep is None:
+            self._sweep = self.clock.callLater(self._sweepInterval(), self._sweepIdle)
         return protocol
+
+    # One timer for every connection's idle timeout, instead of one per
+    # connection: thousands of mostly idle dataloggers then cost one
+    # DelayedCall (and a scan of them per tick), not thousands.
+
+    def _sweepInterval(self):
+        return min(1.0, self.idle_timeout / 10)
+
+    def _sweepIdle(self):
+        self._sweep = None
+        now = self.clock.seconds()
+        idle = self.idle_timeout
+        for protocol in list(self.connections):
+            session = protocol.session
+            if session is None:
+                continue
+            last = session.last_packet_at
+            if now - (session.connected_since if last is None else last) >= idle:
+                protocol.timeoutConnection()
+        if self.connections:
+            self._sweep = self.clock.callLater(self._sweepInterval(), self._sweepIdle)
+
+    def forget(self, protocol):
+        """C{protocol}'s connection is gone; the sweep stops with the last one."""
+        self.connections.discard(protocol)
+        if not self.connections and self._sweep is not None:
+            if self._sweep.active():
+                self._sweep.cancel()
+            self._sweep = None
 
     def connect_upstream(self, datalogger):
         """
