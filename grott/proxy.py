@@ -88,11 +88,6 @@ def _peer(transport):
     return f"{host}:{address.port}", host
 
 
-def _who(session):
-    """A datalogger's name in log lines, before and after it said its serial."""
-    return session.datalogger_serial or "unidentified"
-
-
 def _why(reason):
     value = getattr(reason, "value", reason)
     text = str(value) or value.__class__.__name__
@@ -232,13 +227,13 @@ class DataloggerProtocol(Protocol):
             session.parse_errors += 1
             if self.admit("records it cannot decode"):
                 self.log.warn("datalogger {who}: cannot decode {record_name} record: {error}",
-                              who=_who(session), serial=session.datalogger_serial,
+                              who=session.name, serial=session.datalogger_serial,
                               record_name=packet.record_name, error=str(e),
                               hex=packet.raw.hex())
             return None
         except Exception:
             session.parse_errors += 1
-            self.log.failure("datalogger {who}: decoder failed on {hex}", who=_who(session),
+            self.log.failure("datalogger {who}: decoder failed on {hex}", who=session.name,
                              serial=session.datalogger_serial, hex=packet.raw.hex())
             return None
         if record is not None:
@@ -259,7 +254,7 @@ class DataloggerProtocol(Protocol):
         if self.admit("runs of bytes that are not a packet"):
             self.log.warn("datalogger {who} from {peer}: {count} bytes are not a packet "
                           "({reason}); relayed unchanged",
-                          who=_who(session), serial=session.datalogger_serial,
+                          who=session.name, serial=session.datalogger_serial,
                           peer=session.peer, count=len(garbage.data), reason=garbage.reason,
                           hex=garbage.data[:64].hex())
 
@@ -279,7 +274,7 @@ class DataloggerProtocol(Protocol):
     def _summary(self, what, count, seconds):
         session = self.session
         self.log.warn("datalogger {who} from {peer}: {count} more {what} in {seconds:.0f} s",
-                      who=_who(session), serial=session.datalogger_serial, peer=session.peer,
+                      who=session.name, serial=session.datalogger_serial, peer=session.peer,
                       count=count, what=what, seconds=seconds)
 
     def identified(self):
@@ -346,14 +341,16 @@ class DataloggerProtocol(Protocol):
         reason = policy.judge(packet)
         if reason is None:
             if redirect:
-                self.log.warn("datalogger {serial}: the cloud changes the server address: "
+                self.log.warn("datalogger {who}: the cloud changes the server address: "
                               "{command} (let through: proxy.protect_server_address is off)",
-                              serial=self.session.datalogger_serial, command=describe(packet))
+                              who=self.session.name, serial=self.session.datalogger_serial,
+                              command=describe(packet))
             return False
         self.session.commands_dropped += 1
         log = self.log.warn if redirect else self.log.info
-        log("datalogger {serial}: dropped a cloud command, {command}, because {reason}",
-            serial=self.session.datalogger_serial, command=describe(packet), reason=reason)
+        log("datalogger {who}: dropped a cloud command, {command}, because {reason}",
+            who=self.session.name, serial=self.session.datalogger_serial,
+            command=describe(packet), reason=reason)
         return True
 
     def upstreamConnected(self, upstream):
@@ -443,7 +440,7 @@ class DataloggerProtocol(Protocol):
             if unread > UNREAD_LIMIT:
                 self.log.warn("datalogger {who} from {peer} does not read grott's answers "
                               "({count} bytes unread); closing it",
-                              who=_who(self.session), serial=self.session.datalogger_serial,
+                              who=self.session.name, serial=self.session.datalogger_serial,
                               peer=self.session.peer, count=unread)
                 self.disconnect(f"not reading grott's answers ({unread} bytes unread)")
                 # A peer that does not read would hold a graceful close
@@ -514,7 +511,7 @@ class DataloggerProtocol(Protocol):
             "{packets_in} packets / {bytes_in} bytes in, {packets_out} packets / "
             "{bytes_out} bytes out, {local_acks} packets / {local_bytes} bytes answered "
             "by grott",
-            who=_who(session), serial=session.datalogger_serial, peer=session.peer,
+            who=session.name, serial=session.datalogger_serial, peer=session.peer,
             closed_by=session.closed_by, age=now - session.connected_since,
             packets_in=session.packets_in, bytes_in=session.bytes_in,
             packets_out=session.packets_out, bytes_out=session.bytes_out,
@@ -666,7 +663,7 @@ class ProxyFactory(ServerFactory):
             self._refused.clear()
         self._refused.add(key)
         self.log.warn("refusing datalogger {who} from {peer}: {why} (logged once)",
-                      who=_who(session), serial=session.datalogger_serial, peer=session.peer,
+                      who=session.name, serial=session.datalogger_serial, peer=session.peer,
                       why=why)
 
     def _networkAllowed(self, addr):

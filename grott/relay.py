@@ -245,9 +245,10 @@ class RelayMachine:
         if state is RETRYING:
             # Back to relaying at a packet boundary: everything the
             # datalogger sent so far was answered locally.
-            self.log.info("datalogger {serial}: upstream {upstream} is back after {tries} "
-                          "retries; relaying again", serial=session.datalogger_serial,
-                          tries=self.retries, upstream=self.settings.upstream_label)
+            self.log.info("datalogger {who}: upstream {upstream} is back after {tries} "
+                          "retries; relaying again", who=session.name,
+                          serial=session.datalogger_serial, tries=self.retries,
+                          upstream=self.settings.upstream_label)
         self._enter(RELAYING)
         self.retries = 0
         held, self.held, self.held_size = self.held or (), None, 0
@@ -270,21 +271,22 @@ class RelayMachine:
         session.upstream_state = FAILED
         label = self.settings.upstream_label
         if not self.settings.fallback_local:
-            self.log.error("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
+            self.log.error("datalogger {who} from {peer}: upstream {upstream} unreachable: "
                            "{cause}; closing the datalogger connection",
-                           serial=session.datalogger_serial, peer=session.peer,
+                           who=session.name, serial=session.datalogger_serial, peer=session.peer,
                            upstream=label, cause=cause)
             self.close(f"upstream {label} unreachable")
             return
         if state is CONNECTING:
-            self.log.warn("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
+            self.log.warn("datalogger {who} from {peer}: upstream {upstream} unreachable: "
                           "{cause}; answering the datalogger locally and retrying",
-                          serial=session.datalogger_serial, peer=session.peer,
+                          who=session.name, serial=session.datalogger_serial, peer=session.peer,
                           upstream=label, cause=cause)
             self._goLocal()
         else:
-            self.log.debug("datalogger {serial}: upstream retry {tries} failed: {cause}",
-                           serial=session.datalogger_serial, tries=self.retries, cause=cause)
+            self.log.debug("datalogger {who}: upstream retry {tries} failed: {cause}",
+                           who=session.name, serial=session.datalogger_serial,
+                           tries=self.retries, cause=cause)
             self._enter(LOCAL)
         self._scheduleRetry()
 
@@ -305,12 +307,13 @@ class RelayMachine:
             self.close(f"upstream closed ({cause})")
             return True
         if partial:
-            self.log.warn("datalogger {serial}: upstream closed in the middle of a packet; "
+            self.log.warn("datalogger {who}: upstream closed in the middle of a packet; "
                           "dropped its first {count} bytes",
-                          serial=session.datalogger_serial, count=partial)
-        self.log.warn("datalogger {serial}: upstream {upstream} closed ({cause}); answering "
-                      "the datalogger locally and retrying", serial=session.datalogger_serial,
-                      upstream=self.settings.upstream_label, cause=cause)
+                          who=session.name, serial=session.datalogger_serial, count=partial)
+        self.log.warn("datalogger {who}: upstream {upstream} closed ({cause}); answering "
+                      "the datalogger locally and retrying", who=session.name,
+                      serial=session.datalogger_serial, upstream=self.settings.upstream_label,
+                      cause=cause)
         self.driver.stopRelaying()
         self._goLocal()
         self._scheduleRetry()
@@ -379,12 +382,12 @@ class RelayMachine:
                          session.datalogger_serial or packet.payload[:10],
                          protocol=packet.protocol, sequence=1)
         except CodecError as e:
-            self.log.warn("cannot set the clock of {serial}: {error}",
-                          serial=session.datalogger_serial, error=str(e))
+            self.log.warn("cannot set the clock of datalogger {who}: {error}",
+                          who=session.name, serial=session.datalogger_serial, error=str(e))
             return
         self._send(data)
-        self.log.info("datalogger {serial}: clock set to {clock_time}",
-                      serial=session.datalogger_serial, clock_time=text)
+        self.log.info("datalogger {who}: clock set to {clock_time}",
+                      who=session.name, serial=session.datalogger_serial, clock_time=text)
 
     # -- helpers ------------------------------------------------------------
 

@@ -79,6 +79,11 @@ class Session:
             self.link.disconnect(why)
 
     @property
+    def name(self):
+        """The datalogger as log lines name it, before and after it said its serial."""
+        return self.datalogger_serial or "unidentified"
+
+    @property
     def inverter_serial(self):
         """The first inverter seen (most dataloggers have exactly one)."""
         return next(iter(self.inverters.values()), None)
