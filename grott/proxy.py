@@ -33,7 +33,6 @@ from zope.interface import implementer
 from grott.codec import (
     COMMANDS,
     FROM_DATALOGGER,
-    REGISTER_RECORDS,
     TO_DATALOGGER,
     CodecError,
     Framer,
@@ -44,6 +43,7 @@ from grott.interfaces import ICommandHook, IDataloggerLink, IPacketTrace, IRecor
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
 from grott.policy import CloudCommandPolicy, describe
+from grott.registers import DECODED_RECORDS
 from grott.relay import (
     CLOSING,
     CLOUD_FREE,
@@ -209,7 +209,7 @@ class DataloggerProtocol(Protocol):
             self.upstream.transport.write(packet.raw)
         # Beside the relay, once the bytes are on their way.
         record = None
-        if packet.record_type in REGISTER_RECORDS and factory.wantsRecord(packet):
+        if packet.record_type in DECODED_RECORDS and factory.wantsRecord(packet):
             record = self.decode(packet)
         if factory.trace is not None:
             factory.trace.packet(session, FROM_DATALOGGER, packet, record)
@@ -249,6 +249,7 @@ class DataloggerProtocol(Protocol):
         session = self.session
         session.parse_errors += 1
         session.garbage_bytes += len(garbage.data)
+        session.saw_garbage(garbage)
         if self.relay.garbageFromDatalogger(garbage.data):
             self.upstream.transport.write(garbage.data)
         if self.admit("runs of bytes that are not a packet"):
@@ -330,6 +331,7 @@ class DataloggerProtocol(Protocol):
                 continue
             session.packets_out += 1
             session.bytes_out += len(item.raw)
+            session.saw_server_packet(item)
             write(item.raw)
 
     def cloudCommandDropped(self, packet):

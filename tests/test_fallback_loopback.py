@@ -26,7 +26,7 @@ class Base(TestCase):
             "  listen: tcp:0:interface=127.0.0.1\n"
             f"  upstream: {upstream}\n"
             f"{extra}"
-            "command:\n  listen: none\n"
+            "command:\n  listen: none\nmetrics:\n  listen: none\n"
             f"plugins:\n  directory: {self.mktemp()}\n")
         top = makeService(config, reactor)
         top.privilegedStartService()

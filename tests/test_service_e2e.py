@@ -29,7 +29,7 @@ class WholePathTests(TestCase):
             "proxy:\n"
             "  listen: tcp:0:interface=127.0.0.1\n"
             f"  upstream: tcp:127.0.0.1:{cloudPort.getHost().port}\n"
-            "command:\n  listen: none\n"
+            "command:\n  listen: none\nmetrics:\n  listen: none\n"
             f"plugins:\n  directory: {os.path.abspath(self.mktemp())}\n"
             f"outputs:\n  jsonl:\n    path: {path}\n")
         top = makeService(config, reactor)
