@@ -73,6 +73,8 @@ proxy:
   upstream: "tcp:127.0.0.1:{cloud}"
 command:
   listen: none
+metrics:
+  listen: none
 log:
   level: warn
 """

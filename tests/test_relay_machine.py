@@ -5,7 +5,7 @@ and the seams of grott/interfaces.py checked against the real parts.
 """
 
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -331,3 +331,30 @@ class LogWordingTests(SynchronousTestCase):
         for _ in range(3):
             factory.buildProtocol(None).makeConnection(StringTransport())
         self.assertEqual(logs.text().count("relaying dataloggers to tcp:cloud:5279"), 1)
+
+
+class ServiceTracingTests(SynchronousTestCase):
+    """The service hands the proxy the LoggingService's packet tracing, at start."""
+
+    def proxyFactory(self, level):
+        from grott.config import config_from_string
+        from grott.service import makeService
+        config = config_from_string(
+            f"log: {{level: {level}}}\ncommand: {{listen: none}}\n"
+            f"plugins: {{directory: {self.mktemp()}}}\nproxy: {{upstream: none}}\n")
+        top = makeService(config, MemoryReactorClock())
+        logging, proxy = top.getServiceNamed("logging"), top.getServiceNamed("proxy")
+        logging.startService()
+        self.addCleanup(logging.stopService)
+        proxy.startService()
+        self.addCleanup(proxy.stopService)
+        return proxy.factory, logging
+
+    def test_debugTracesThroughTheServicesLogger(self):
+        factory, logging = self.proxyFactory("debug")
+        verifyObject(IPacketTrace, factory.trace)
+        self.assertIs(factory.trace.log, logging.tracing.log)
+
+    def test_infoTracesNothing(self):
+        factory, logging = self.proxyFactory("info")
+        self.assertIsNone(factory.trace)
