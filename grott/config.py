@@ -93,6 +93,61 @@ def _timezone(value):
         return f"unknown time zone {value!r} (use local or an IANA name like Europe/Amsterdam)"
 
 
+def allowed_serials(value):
+    """
+    The serials of C{proxy.allowed_serials}: the list itself, or the lines
+    of the file it names (blank lines and C{#} comments skipped).
+
+    @raise OSError: the file cannot be read.
+    """
+    if not isinstance(value, str):
+        return list(value)
+    with open(value, encoding="utf-8") as f:
+        lines = (line.split("#", 1)[0].strip() for line in f)
+        return [line for line in lines if line]
+
+
+def _serials(value):
+    if isinstance(value, str):
+        try:
+            allowed_serials(value)
+        except (OSError, UnicodeDecodeError) as e:
+            return f"cannot read the serials file {value!r}: {getattr(e, 'strerror', None) or e}"
+        return None
+    for serial in value:
+        if not isinstance(serial, str) or not serial:
+            return f"expected datalogger serials (strings), got {serial!r}"
+
+
+def _networks(value):
+    import ipaddress
+    for network in value:
+        try:
+            ipaddress.ip_network(str(network), strict=False)
+        except ValueError:
+            return f"not a network (a CIDR such as 192.168.1.0/24): {network!r}"
+
+
+#: The shortest command.token accepted: the socket may face a network.
+MIN_TOKEN = 16
+
+
+def _token(value):
+    if value and len(value) < MIN_TOKEN:
+        return f"must be at least {MIN_TOKEN} characters (or empty for none)"
+    if any(c.isspace() for c in value):
+        return "must not contain spaces"
+
+
+def _octal_mode(value):
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        return f"must be octal permissions such as \"0600\" (got {value!r})"
+
+
 def _field(default, check=None, secret=False, **kw):
     metadata = {"check": check} if check else {}
     if isinstance(default, (dict, list)):
@@ -111,7 +166,8 @@ class ProxyConfig:
     upstream: str = _field("tcp:server.growatt.com:5279", _upstream)
     #: Seconds to wait for the upstream connection.
     connect_timeout: float = _field(10.0, _positive)
-    #: Seconds without a byte from the datalogger before both sides close.
+    #: Seconds without a complete packet from the datalogger before both
+    #: sides close (bytes that never make a packet do not count).
     idle_timeout: float = _field(600.0, _positive)
     #: Concurrent dataloggers: a number, or "auto" (what RLIMIT_NOFILE allows).
     max_dataloggers: typing.Union[int, str] = _field("auto", _max_dataloggers)
@@ -131,6 +187,11 @@ class ProxyConfig:
     set_time: typing.Union[bool, str] = _field("auto", _set_time)
     #: Time zone for set_time: "local" or an IANA name such as Europe/Amsterdam.
     timezone: str = _field("local", _timezone)
+    #: Datalogger serials allowed to connect (a list, or a file with one per
+    #: line); empty: any serial.
+    allowed_serials: typing.Union[list, str] = _field([], _serials)
+    #: Networks (CIDRs) dataloggers may connect from; empty: any address.
+    allowed_networks: list = _field([], _networks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +201,14 @@ class CommandConfig:
                          lambda v: None if v == "none" else _server_endpoint(v))
     #: Seconds to wait for the inverter's answer to a command.
     timeout: float = _field(10.0, _positive)
+    #: Seconds without a line before an admin client is closed.
+    idle_timeout: float = _field(300.0, _positive)
+    #: Lines per second one admin client may send (bursts of as many).
+    rate_limit: float = _field(20.0, _positive)
+    #: Clients must send "auth TOKEN" first; required off loopback.
+    token: str = _field("", _token, secret=True)
+    #: Permissions of a unix: socket (octal text), unless listen sets mode=.
+    mode: str = _field("0600", _octal_mode)
 
 
 def _token(value):
@@ -252,14 +321,17 @@ class MqttConfig:
     keyfile: str = _field("")
     #: Skip the broker host name check (testing only).
     tls_insecure: bool = _field(False)
-    #: Seconds between reconnection attempts: doubling from min up to max.
+    #: Seconds between reconnection attempts: doubling from min up to max
+    #: (a few seconds, so records flow again soon after the broker is back).
     reconnect_min: float = _field(1.0, _positive)
-    reconnect_max: float = _field(120.0, _positive)
+    reconnect_max: float = _field(5.0, _positive)
     #: "online"/"offline" (retained, offline is the last will); "" means TOPIC/availability.
     availability_topic: str = _field("", lambda v: _topic(v, allow_empty=True))
     #: Home Assistant MQTT discovery.
     discovery: bool = _field(False)
     discovery_prefix: str = _field("homeassistant", _topic)
+    #: Announce every value (raw reg_N too, disabled by default), not only the curated ones.
+    discovery_all: bool = _field(False)
 
 
 def _instance_id(value):
@@ -329,9 +401,10 @@ def _type_ok(value, tp):
     return isinstance(value, tp)
 
 
-def _convert(value, tp, where):
+def _convert(value, tp, where, secret=False):
     """
     Check C{value} against the annotation C{tp}; return it (floats as float).
+    A C{secret} value is never echoed in the error (grott check prints it).
     """
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
@@ -340,7 +413,9 @@ def _convert(value, tp, where):
         if _type_ok(value, option):
             return float(value) if option is float else value
     expected = " or ".join(_TYPE_NAMES.get(o, getattr(o, "__name__", str(o))) for o in options)
-    raise ConfigError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
+    shown = "" if secret else f" {value!r}"
+    hint = " (quote it in the YAML file)" if secret and tp is str else ""
+    raise ConfigError(f"{where}: expected {expected}, got {type(value).__name__}{shown}{hint}")
 
 
 def _build(cls, data, where):
@@ -357,7 +432,7 @@ def _build(cls, data, where):
         if field is None:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{dotted}: unknown key (known keys here: {known})")
-        value = _convert(value, hints[key], dotted)
+        value = _convert(value, hints[key], dotted, secret=not field.repr)
         check = field.metadata.get("check")
         problem = check(value) if check else None
         if problem:

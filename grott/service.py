@@ -18,6 +18,7 @@ This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
 """
 
+import os
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -27,10 +28,11 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import CannotListenError
 
 from grott import limits
-from grott.commands import CommandDispatcher, CommandFactory
-from grott.config import ConfigError
+from grott.commands import CommandDispatcher, CommandFactory, is_loopback
+from grott.config import ConfigError, allowed_serials
 from grott.instance import instance_id
-from grott.logs import Logger, LoggingService
+from grott.interfaces import IGrottObserver
+from grott.logs import Logger, LoggingService, bind_proxy_tracing
 from grott.metrics import (
     GrottCollector,
     TimedEndpoint,
@@ -40,7 +42,7 @@ from grott.metrics import (
 from grott.monitor import check_ready, make_site
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
-from grott.proxy import ProxyFactory
+from grott.proxy import PacketTrace, ProxyFactory
 from grott.registers import Decoder
 from grott.session import Registry
 from grott.stats import StatsService, report_data, report_lines
@@ -62,6 +64,11 @@ class GrottService(service.MultiService):
         try:
             service.MultiService.privilegedStartService(self)
         except CannotListenError as e:
+            # Logging took over grott's log at its privileged start: give
+            # the log back, for the one line that says why.
+            logging = self.namedServices.get("logging")
+            if logging is not None:
+                logging.stopService()
             raise SystemExit(f"grott: cannot listen on {e.interface or '*'}:{e.port}: "
                              f"{_strip(e.socketError)}") from None
 
@@ -87,10 +94,18 @@ class ProxyService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, factory, listen, reactor, max_dataloggers="auto", instance_id=None):
+    def __init__(self, factory, listen, reactor, max_dataloggers="auto", trace=None,
+                 instance_id=None):
+        """
+        @param trace: a callable returning the packet trace (an
+            L{grott.interfaces.IPacketTrace}, or None when tracing is off),
+            asked at start, when the logging service has settled the level.
+        @param instance_id: this grott's C{instance.id}, for the start-up line.
+        """
         service.MultiService.__init__(self)
         self.instance_id = instance_id
         self.factory = factory
+        self.trace = trace
         self.reactor = reactor
         self.max_setting = max_dataloggers
         listener = strports.service(listen, factory, reactor=reactor)
@@ -113,6 +128,11 @@ class ProxyService(service.MultiService):
                       "(open-file limit {soft})", instance=self.instance_id,
                       count=self.factory.max_dataloggers, soft=soft)
 
+    def startService(self):
+        if self.trace is not None:
+            self.factory.trace = self.trace()
+        service.MultiService.startService(self)
+
     @defer.inlineCallbacks
     def stopService(self):
         yield service.MultiService.stopService(self)
@@ -133,7 +153,24 @@ def plugin_lines(host):
     for s in host.stats():
         lines.append(f"  plugin {s['name']}: delivered={s['delivered']} failed={s['failed']} "
                      f"dropped={s['dropped']} queued={s['queued']}")
+    for runner in host.runners:
+        if IGrottObserver.providedBy(runner.plugin):
+            lines.extend(runner.plugin.reportLines())
     return lines
+
+
+def grott_status(registry, host):
+    """
+    grott's own counters for observers (L{IGrottObserver.watchGrott}).
+    """
+    sessions = list(registry)
+    upstream = [s.upstream_state for s in sessions if s.upstream_state != "none"]
+    return {
+        "dataloggers": len(sessions),
+        "local_acks": registry.sum("local_acks"),
+        "records_dropped": sum(s["dropped"] for s in host.stats()),
+        "cloud_reachable": ("connected" in upstream) if upstream else None,
+    }
 
 
 def makeDecoder(config):
@@ -148,23 +185,98 @@ def makeDecoder(config):
         raise ConfigError(f"{config.source}: {e}") from None
 
 
+def check_command(config):
+    """
+    An admin socket that other hosts can reach needs C{command.token}:
+    without one anybody on the network could write inverter registers and
+    re-point the datalogger.  Raise L{ConfigError} otherwise.
+    """
+    c = config.command
+    if c.listen != "none" and not c.token and not is_loopback(c.listen):
+        raise ConfigError(f"{config.source}: command.token: required when command.listen "
+                          f"({c.listen}) is not a loopback address or a unix: socket")
+
+
+def _is_unix(description):
+    return description.split(":", 1)[0].lower() == "unix"
+
+
+def command_endpoint(command):
+    """
+    The admin socket's endpoint description: a C{unix:} socket gets
+    C{command.mode} (0600 by default) unless the description sets its own.
+    """
+    listen = command.listen
+    if _is_unix(listen) and ":mode=" not in listen:
+        listen = f"{listen}:mode={command.mode}"
+    return listen
+
+
+class PrivateListener(service.Service):
+    """
+    Wraps the admin socket's listener service: a C{unix:} socket is bound
+    under umask 0177, so it exists with mode 0600 from the first moment.
+    Twisted sets C{command.mode} only after bind(), and a local user who
+    connects in between would stay connected after the chmod.
+    """
+
+    def __init__(self, listener):
+        self.listener = listener
+
+    def privilegedStartService(self):
+        old = os.umask(0o177)
+        try:
+            self.listener.privilegedStartService()
+        finally:
+            os.umask(old)
+        service.Service.privilegedStartService(self)
+
+    def startService(self):
+        service.Service.startService(self)
+        self.listener.startService()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return self.listener.stopService()
+
+
 def validate(config):
     """
     Check what the config loader cannot check alone (register definitions,
-    plugin names) by building those parts; raise L{ConfigError}.
+    plugin names, the admin socket's exposure) by building those parts;
+    raise L{ConfigError}.
     """
+    check_command(config)
     makeDecoder(config)
+
+
+def _allowed_serials(config):
+    """
+    C{proxy.allowed_serials} as a list, or None when any serial may connect;
+    a serials file that became unreadable since the config was checked is
+    a L{ConfigError}.
+    """
+    try:
+        serials = allowed_serials(config.proxy.allowed_serials)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{config.source}: proxy.allowed_serials: cannot read the serials "
+                          f"file: {getattr(e, 'strerror', None) or e}") from None
+    return serials or None
 
 
 def makeService(config, reactor):
     """
     Build the grott service tree for C{config} on C{reactor}.
     """
+    check_command(config)
     top = GrottService()
     top.setName("grott")
     top.instance_id = instance_id(config)
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
+    # The proxy takes logging.tracing itself (ProxyService, at start); this
+    # only keeps grott.logs.trace_packets true to it for older readers.
+    bind_proxy_tracing(logging.tracing)
     plugins = PluginHost(config, reactor)
     plugins.setName("plugins")
     registry = Registry()
@@ -182,26 +294,39 @@ def makeService(config, reactor):
         pending_limit=config.proxy.pending_limit,
         decode=count_decoding(decoder.decode, registry.totals,
                               partial(_family_of, registry)),
-        on_record=plugins.deliver,
+        sink=plugins,
         fallback=proxyConfig.upstream_fallback,
         retry_max=proxyConfig.retry_max,
         policy=CloudCommandPolicy(proxyConfig.cloud_commands,
                                   proxyConfig.protect_server_address),
         set_time=proxyConfig.set_time,
         timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
+        allowed_serials=_allowed_serials(config),
+        allowed_networks=[str(n) for n in proxyConfig.allowed_networks] or None,
     )
+    for runner in plugins.runners:
+        if IGrottObserver.providedBy(runner.plugin) and not runner.blocking:
+            runner.plugin.watchGrott(registry, partial(grott_status, registry, plugins))
+            registry.observers.append(runner.plugin)
+    tracing = logging.tracing
     proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers,
+                         trace=lambda: PacketTrace(tracing.log) if tracing.enabled else None,
                          instance_id=top.instance_id)
     proxy.setName("proxy")
 
+    extra = [commands.report_lines, partial(plugin_lines, plugins)]
+
     def report():
-        return report_lines(registry, reactor.seconds(), instance=top.instance_id,
-                            extra=[commands.report_lines, partial(plugin_lines, plugins)])
+        return report_lines(registry, reactor.seconds(), extra=extra,
+                            instance=top.instance_id)
 
     def report_json():
         data = report_data(registry, reactor.seconds(), top.instance_id)
         data["commands"] = commands.report()
         data["plugins"] = plugins.stats()
+        data["observers"] = {runner.name: runner.plugin.reportData()
+                             for runner in plugins.runners
+                             if IGrottObserver.providedBy(runner.plugin)}
         return data
 
     stats = StatsService(report, reactor)
@@ -232,9 +357,14 @@ def makeService(config, reactor):
     stats.setServiceParent(top)
     if config.command.listen != "none":
         # strports: a command port in use stops start-up like the proxy's.
-        admin = strports.service(config.command.listen,
-                                 CommandFactory(commands, report, listen=config.command.listen),
-                                 reactor=reactor)
+        c = config.command
+        adminFactory = CommandFactory(commands, report, listen=c.listen, clock=reactor,
+                                      idle_timeout=c.idle_timeout, rate=c.rate_limit,
+                                      token=c.token)
+        extra.insert(0, adminFactory.report_lines)
+        admin = strports.service(command_endpoint(c), adminFactory, reactor=reactor)
+        if _is_unix(c.listen):
+            admin = PrivateListener(admin)
         admin.setName("command")
         admin.setServiceParent(top)
     top.commands = commands

@@ -38,6 +38,7 @@ def report_data(registry, now, instance=None):
         "connections": registry.total_connections,
         "replaced": registry.replaced,
         "refused": registry.rejected,
+        "refused_takeovers": registry.refused_takeovers,
         "dataloggers": sessions,
         "totals": totals,
     }
@@ -51,7 +52,8 @@ def report_lines(registry, now, extra=(), instance=None):
     data = report_data(registry, now, instance)
     lines = [f"{data['connected']} datalogger(s) connected; {data['connections']} "
              f"connection(s) since start, {data['replaced']} replaced, "
-             f"{data['refused']} refused"
+             f"{data['refused']} refused, "
+             f"{data['refused_takeovers']} serial takeovers refused"
              + (f"; instance {instance}" if instance else "")]
     for d in data["dataloggers"]:
         last = "-" if d["last_packet_age"] is None else f"{d['last_packet_age']:.0f}s ago"

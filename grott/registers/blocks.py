@@ -19,8 +19,8 @@ import datetime
 import struct
 
 from grott.codec import (
+    REGISTER_RECORDS,
     PacketError,
-    RecordType,
     build_packet,
     serial_field,
     serial_field_size,
@@ -38,13 +38,12 @@ __all__ = [
     "walk",
 ]
 
-#: Record types whose bodies carry register blocks.
-REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
-
 _HEADER_OFFSET = 8          # payload offset 0 is packet offset 8
 _TIMESTAMP_SIZE = 6
 _u16u16 = struct.Struct(">HH")
 _words = {}
+#: The bytes a serial may hold (printable ASCII, no space).
+_PRINTABLE = bytes(range(0x21, 0x7F))
 
 
 def _unpacker(count):
@@ -134,7 +133,7 @@ def _serial(raw, what, offset):
     text = raw.split(b"\x00", 1)[0]
     if not text:
         return None
-    if not all(0x21 <= byte <= 0x7E for byte in text):
+    if text.translate(None, _PRINTABLE):    # bytes left: not all printable ASCII
         raise BlockError(f"{what} at packet offset {offset} is not ASCII text "
                          f"({raw[:10].hex()}): not a register record, or an encrypted one "
                          f"from new datalogger firmware")
