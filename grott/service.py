@@ -303,6 +303,7 @@ def makeService(config, reactor):
         timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
         allowed_serials=_allowed_serials(config),
         allowed_networks=[str(n) for n in proxyConfig.allowed_networks] or None,
+        proxied=proxyConfig.listen.startswith("haproxy:"),
     )
     for runner in plugins.runners:
         if IGrottObserver.providedBy(runner.plugin) and not runner.blocking:

@@ -43,6 +43,8 @@ proxy:
   upstream: "tcp:127.0.0.1:{cloud}"
 command:
   listen: "tcp:{command}:interface=127.0.0.1"
+metrics:
+  listen: "tcp:{metrics}:interface=127.0.0.1"
 log:
   level: info
 outputs:
@@ -68,7 +70,9 @@ frontend dataloggers
 backend grott
     balance source
     hash-type consistent
-    default-server check check-send-proxy inter 300ms fall 1 rise 1 on-marked-down shutdown-sessions send-proxy-v2
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server check inter 300ms fall 1 rise 1 on-marked-down shutdown-sessions send-proxy-v2
 {servers}
 """
 
@@ -159,7 +163,7 @@ class HAProxyScalingTests(TestCase):
                         f"{name} to listen", detail=lambda g=grott_instance: "\n" +
                         g["process"].output.decode(errors="replace"))
         self.front = free_port()
-        servers = "\n".join(f"    server {name} 127.0.0.1:{g['port']}"
+        servers = "\n".join(f"    server {name} 127.0.0.1:{g['port']} port {g['metrics']}"
                             for name, g in self.instances.items())
         config = os.path.join(self.tmp, "haproxy.cfg")
         with open(config, "w", encoding="ascii") as f:
@@ -183,7 +187,7 @@ class HAProxyScalingTests(TestCase):
         return process
 
     def spawn_grott(self, name, cloud):
-        ports = {"port": free_port(), "command": free_port()}
+        ports = {"port": free_port(), "command": free_port(), "metrics": free_port()}
         path = os.path.join(self.tmp, f"{name}.yaml")
         with open(path, "w", encoding="utf-8") as f:
             f.write(GROTT_CONFIG.format(name=name, cloud=cloud, broker=self.broker.port, **ports))
@@ -198,16 +202,21 @@ class HAProxyScalingTests(TestCase):
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
 
-    async def held_by(self, name):
+    async def admin(self, name, command):
         """
-        The datalogger serials instance C{name} holds, from its `list`.
+        The answer of instance C{name}'s admin socket to C{command}.
         """
         g = self.instances[name]
         client = await TCP4ClientEndpoint(reactor, "127.0.0.1", g["command"]).connect(
             protocol.Factory.forProtocol(_Line))
-        client.transport.write(b"list\r\nquit\r\n")
-        text = (await client.lost).decode()
-        return set(re.findall(r"\b(SIM\d{7})\b", text))
+        client.transport.write(command.encode("ascii") + b"\r\nquit\r\n")
+        return (await client.lost).decode()
+
+    async def held_by(self, name):
+        """
+        The datalogger serials instance C{name} holds, from its `list`.
+        """
+        return set(re.findall(r"\b(SIM\d{7})\b", await self.admin(name, "list")))
 
     def simulations(self):
         sims = []
@@ -255,6 +264,14 @@ class HAProxyScalingTests(TestCase):
         self.assertEqual(held["grott-a"] | held["grott-b"], serials)
         self.assertFalse(held["grott-a"] & held["grott-b"])
         self.assertTrue(held["grott-a"] and held["grott-b"], held)
+        # Sessions see each datalogger's own address (PROXY protocol v2),
+        # not HAProxy's; the stats report names the instance.
+        for name in self.instances:
+            report = await self.admin(name, "stats")
+            self.assertIn(f"; instance {name}", report)
+            peers = set(re.findall(r"peer=(127\.0\.0\.\d+):\d+", report))
+            self.assertTrue(peers, report)
+            self.assertLessEqual(peers, set(SOURCES), report)
 
         # Stop grott-a: its dataloggers move to grott-b through HAProxy.
         moved = held["grott-a"]
