@@ -342,7 +342,7 @@ class ServiceWiringTests(TestCase):
             "command:\n  listen: none\nmetrics:\n  listen: none\n"
             f"plugins:\n  directory: {self.mktemp()}\n"
             f"outputs:\n  mqtt:\n    port: {broker.port}\n    reconnect_min: 0.1\n"
-            "control:\n  mqtt: true\n  topic_prefix: site/a\n  instance_id: roof\n")
+            "control:\n  mqtt: true\n  topic_prefix: site/a\ninstance:\n  id: roof\n")
         user = Requester(broker.port, ["site/a/#"], v5=False)
         self.addCleanup(user.stop)
         await user.subscribed
