@@ -14,13 +14,10 @@ import json
 import os
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.python.log import msg
 from twisted.trial import unittest
 
-from grott.config import config_from_dict
-from grott.service import makeService
 from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 from tests import homeassistant, mosquitto
 
@@ -67,12 +64,7 @@ class HomeAssistantTests(unittest.TestCase):
         return defer.Deferred.fromCoroutine(self._scenario())
 
     async def _scenario(self):
-        broker = mosquitto.Broker(self.mktemp())
-        await broker.start()
-        self.addCleanup(broker.stop)
-        hass = homeassistant.HomeAssistant(self.mktemp(), broker.port)
-        self.addCleanup(hass.stop)
-        await hass.start()
+        broker, hass = await homeassistant.broker_and_home_assistant(self)
         changes = os.path.abspath(self.mktemp())
         await hass.watch(changes)
 
@@ -80,19 +72,7 @@ class HomeAssistantTests(unittest.TestCase):
         self.addCleanup(subscriber.stop)
         await subscriber.subscribed
 
-        config = config_from_dict({
-            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "upstream": "none"},
-            "command": {"listen": "none"}, "metrics": {"listen": "none"},
-            "plugins": {"directory": os.path.abspath(self.mktemp())},
-            "outputs": {"mqtt": {"host": "127.0.0.1", "port": broker.port,
-                                 "discovery": True}},
-        }, "ha-test.yaml")
-        top = makeService(config, reactor)
-        top.privilegedStartService()
-        top.startService()
-        self.addCleanup(top.stopService)
-        port = top.getServiceNamed("proxy").getServiceNamed("listener")._waitingForPort.result
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        _, endpoint = homeassistant.grott_for(self, broker)
         specs = [DataloggerSpec("HADLMIN001", inverter_serial="HAINVMIN01", family="min",
                                 interval=2.0, ping_interval=0, buffered=BUFFERED,
                                 records=BUFFERED + LIVE["HAINVMIN01"]),

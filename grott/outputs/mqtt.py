@@ -295,6 +295,8 @@ class MqttOutput:
         self._status = None
         self._status_loop = None
         self._throttle = LogThrottle(reactor, self._held_summary, burst=1, interval=300.0)
+        #: topic filter -> qos, renewed on every connect (see subscribe)
+        self._subscriptions = {}
 
     # -- paho's thread: hop to the reactor, nothing else
 
@@ -349,6 +351,8 @@ class MqttOutput:
             # A restarted broker may have lost the retained configs and states.
             self._republish()
         self._ever_connected = True
+        for topic, qos in self._subscriptions.items():
+            self.client.subscribe(topic, qos)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -429,16 +433,18 @@ class MqttOutput:
     # -- delivery
 
     def _when_connected(self):
-        d = defer.Deferred(lambda d: self._waiters.remove(d))
+        # Stopping empties the list before cancelling what waits.
+        d = defer.Deferred(lambda d: self._waiters.remove(d) if d in self._waiters else None)
         self._waiters.append(d)
         return d
 
-    def _publish(self, topic, payload, qos, retain):
+    def _publish(self, topic, payload, qos, retain, properties=None):
         """
         A Deferred firing True once the broker has the message, or False if
         it must be sent again.
         """
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain,
+                                   properties=properties)
         if info.rc == paho.MQTT_ERR_NO_CONN and qos == 0:
             self.connected = False
             return defer.succeed(False)
@@ -745,6 +751,32 @@ class MqttOutput:
                 f"{self.counts['discovery_configs']} discovery config(s) published, "
                 f"{self.counts['stale_configs_removed']} stale one(s) removed")
         return [line]
+
+    # -- for other parts of grott (the control plane's request/reply topics)
+
+    def subscribe(self, topic, callback, qos=1):
+        """
+        Call C{callback(message)} (a paho C{MQTTMessage}) on the reactor
+        thread for every message matching the filter C{topic}.  The
+        subscription is renewed on every connect (sessions are clean).
+        """
+        reactor = self.reactor
+        self.client.message_callback_add(
+            topic, lambda client, userdata, message: reactor.callFromThread(callback, message))
+        self._subscriptions[topic] = qos
+        if self.connected:
+            self.client.subscribe(topic, qos)
+
+    def publish_message(self, topic, payload, qos=1, retain=False, properties=None):
+        """
+        Publish one message (not a record: see L{publish}), waiting for the
+        connection if it is down.
+
+        @param properties: MQTT 5 properties (paho C{Properties}) or None.
+        @return: a Deferred firing once the broker has the message.
+        """
+        return defer.Deferred.fromCoroutine(
+            self._send([(topic, payload, qos, retain, properties)]))
 
     # -- service hooks
 

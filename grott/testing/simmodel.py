@@ -13,6 +13,7 @@ gets the same bytes every run.
 No Twisted here: time is handed in as epoch seconds by the caller.
 """
 
+import calendar
 import dataclasses
 import math
 import random
@@ -75,6 +76,22 @@ _MIN_FIELDS = {
     "pbus": (3098, 16), "nbus": (3099, 16), "pf": (3100, 16),
 }
 
+_STORAGE_FIELDS = {
+    # protocol II v1.2x "first group" input registers 0-124 (§10.2)
+    "status": (0, 16), "ppv": (1, 32),
+    "vpv1": (3, 16), "ipv1": (4, 16), "ppv1": (5, 32),
+    "vpv2": (7, 16), "ipv2": (8, 16), "ppv2": (9, 32),
+    "pac": (35, 32), "fac": (37, 16), "vac1": (38, 16), "iac1": (39, 16), "pac1": (40, 32),
+    "eac_today": (53, 32), "eac_total": (55, 32), "worktime": (57, 32),
+    "epv1_today": (59, 32), "epv1_total": (61, 32),
+    "epv2_today": (63, 32), "epv2_total": (65, 32), "epv_total": (91, 32),
+    "temperature": (93, 16), "ipm_temperature": (94, 16),
+    "pbus": (98, 16), "nbus": (99, 16),
+}
+
+#: Holding values a fresh storage inverter starts with (stop SOCs, rates).
+_STORAGE_SETTINGS = {1070: 100, 1071: 10, 1090: 100, 1091: 100}
+
 FAMILIES = {
     # Classic string inverters on the old RTU protocol: 45-register blocks
     # (grott-p6-0103-classic, grott-p6-0104-classic).
@@ -89,8 +106,16 @@ FAMILIES = {
         input_blocks=((3000, 3124), (3125, 3249)),
         fields=_MIN_FIELDS, dtc=5100, firmware="AL1.0", control_firmware="ZABA11",
         trackers_phases=0x0201, modbus_version=305, identity="v12x"),
+    # Storage SPH: holding and input 0-124 and 1000-1124 (the block ranges
+    # grott.registers.detect takes for storage), DTC 3601 (seen on an SPH).
+    "storage": Family(
+        name="storage", holding_blocks=((0, 124), (1000, 1124)),
+        input_blocks=((0, 124), (1000, 1124)),
+        fields=_STORAGE_FIELDS, dtc=3601, firmware="RA1.0", control_firmware="ZBDC11",
+        trackers_phases=0x0201, modbus_version=305, identity="v12x"),
 }
 FAMILIES["tlx"] = FAMILIES["min"]
+FAMILIES["sph"] = FAMILIES["storage"]
 
 
 def family(name):
@@ -147,6 +172,8 @@ class SimulatedInverter:
         for first, last in self.family.holding_blocks:
             for register in range(first, last + 1):
                 self.holding[register] = 0
+        #: seconds the inverter's own clock (holding 45-50) is ahead
+        self.clock_skew = 0.0
         self._identify(device_address)
         self.inputs = {}
         # The same values as per-block word lists, so a record is built
@@ -179,6 +206,8 @@ class SimulatedInverter:
             h[34 + offset] = word
         h[43] = fam.dtc
         h[44] = fam.trackers_phases
+        if fam.name == "storage":
+            h.update(_STORAGE_SETTINGS)
         if fam.identity == "v12x":
             h[88] = fam.modbus_version
             if 3001 in h:
@@ -191,12 +220,33 @@ class SimulatedInverter:
         """
         return time.gmtime(epoch + self.utc_offset)
 
+    def write(self, first, values, epoch):
+        """
+        Store C{values} from holding register C{first}, as one Modbus write:
+        all or nothing.  A write to the v1.2x clock (45-50) sets the clock.
+
+        @return: False (and nothing changed) if a register does not exist.
+        """
+        registers = range(first, first + len(values))
+        if any(r not in self.holding for r in registers):
+            return False
+        for register, value in zip(registers, values):
+            self.holding[register] = value
+        if self.family.identity == "v12x" and any(45 <= r <= 50 for r in registers):
+            h = self.holding
+            try:
+                wanted = calendar.timegm((h[45], h[46], h[47], h[48], h[49], h[50], 0, 0, 0))
+            except (OverflowError, ValueError):
+                return True
+            self.clock_skew = wanted - (epoch + self.utc_offset)
+        return True
+
     def holding_snapshot(self, epoch):
         """
         The holding table, with the v1.2x clock registers 45-50 set to now.
         """
         if self.family.identity == "v12x":
-            t = self.local_time(epoch)
+            t = self.local_time(epoch + self.clock_skew)
             for register, value in zip(range(45, 51), (t.tm_year, t.tm_mon, t.tm_mday,
                                                        t.tm_hour, t.tm_min, t.tm_sec)):
                 if register in self.holding:

@@ -384,16 +384,13 @@ class DataloggerState:
             return [InverterReadReply(message.first, message.last,
                                       tuple(table[r] for r in registers))]
         if isinstance(message, InverterWriteRequest):
-            if message.register not in holding:
+            if not self.inverter.write(message.register, [message.value], self.epoch()):
                 return [InverterWriteReply(message.register, 1, 0)]
-            holding[message.register] = message.value
             return [InverterWriteReply(message.register, 0, message.value)]
         if isinstance(message, InverterWriteMultiRequest):
-            registers = range(message.first, message.last + 1)
-            if len(registers) > MAX_READ or any(r not in holding for r in registers):
+            if (len(message.values) > MAX_READ
+                    or not self.inverter.write(message.first, message.values, self.epoch())):
                 return [InverterWriteMultiReply(message.first, message.last, 1)]
-            for register, value in zip(registers, message.values):
-                holding[register] = value
             return [InverterWriteMultiReply(message.first, message.last, 0)]
         if isinstance(message, ConfigGetRequest):
             last = min(message.last, message.first + MAX_CONFIG_BURST - 1)
