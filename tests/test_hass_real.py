@@ -3,8 +3,8 @@ grott, a real mosquitto and a real Home Assistant core (2024.3): what a user
 sees after switching discovery on, with nothing else configured.
 
 Two simulated dataloggers (a MIN/TL-X and a classic inverter), each with a
-burst of buffered records before its live data, go through grott in
-cloud-free mode; Home Assistant's states, entity and device registries
+burst of buffered records before its live data, and a third datalogger
+sending a captured smart-meter record, go through grott in cloud-free mode; Home Assistant's states, entity and device registries
 (websocket API) and its log are then read back.  Skipped with the reason
 when there is no Home Assistant venv (see tests/homeassistant.py) or no
 mosquitto.
@@ -22,7 +22,8 @@ from twisted.trial import unittest
 from grott.config import config_from_dict
 from grott.service import makeService
 from grott.testing.simulator import DataloggerFactory, DataloggerSpec
-from tests import homeassistant, mosquitto
+from tests import homeassistant, mosquitto, relayhelpers
+from tests.pluginhelpers import meter_packet_and_record
 
 BUFFERED = 5
 #: Live records per inverter: the classic one sends a single live record, so
@@ -182,6 +183,8 @@ class HomeAssistantTests(unittest.TestCase):
         self.assertEqual(proxy_states["grott_proxy_energy_growatt_dataloggers"], "2")
         self.assertIn("grott_proxy_energy_growatt_cloud", proxy_states)
 
+        await self._meter(hass, port)
+
         # No energy sensor ever went backwards (the buffered burst older
         # than the live data never reached them).
         energy_ids = {s["entity_id"] for s in states.values()
@@ -220,3 +223,69 @@ class HomeAssistantTests(unittest.TestCase):
             self.assertNotIn(bad, log)
         self.assertNotIn("mqtt", "\n".join(line for line in log.splitlines()
                                            if " ERROR " in line).lower())
+
+    async def _meter(self, hass, port):
+        """
+        A datalogger stand-in sends a captured smart-meter record (0x20,
+        grott issue #352): Home Assistant shows the meter as a device of its
+        own, beside the inverter devices, with the record's values; it goes
+        unavailable when its datalogger disconnects.
+        """
+        packet, record = meter_packet_and_record()
+        client = await relayhelpers.connect(reactor, port)
+        self.addCleanup(lambda: client.transport.loseConnection())
+        client.transport.write(packet.raw)
+        node = "grott_QDL1CKK028-meter-01"
+        want = {"voltage_l1": 238.9, "Current_l3": 1.6, "act_power_l1": -44.5,
+                "pos_rev_act_power": -46.2, "powerfactor": -0.055, "frequency": 50.0,
+                "pos_act_energy": 269.6, "rev_act_energy": 67.9}
+
+        async def shown():
+            seen = await hass.query()
+            ids = {e["unique_id"]: e["entity_id"] for e in seen["entities"]}
+            states = {s["entity_id"]: s["state"] for s in seen["states"]}
+            for key, value in want.items():
+                state = states.get(ids.get(f"{node}_{key}"))
+                if state in (None, "unknown", "unavailable") or float(state) != value:
+                    return None
+            return seen
+
+        seen = await _until(shown, "Home Assistant shows the meter's values")
+        devices = {d["id"]: d for d in seen["devices"]}
+        states = {s["entity_id"]: s for s in seen["states"]}
+        [meter] = [d for d in devices.values() if ["mqtt", node] in d["identifiers"]]
+        self.assertEqual((meter["name"], meter["model"]),
+                         ("Smart meter QDL1CKK028-meter-01", "Smart meter"))
+        self.assertEqual(devices[meter["via_device_id"]]["name"],
+                         f"Growatt datalogger {record.datalogger_serial}")
+        mine = [e for e in seen["entities"] if e["device_id"] == meter["id"]]
+        enabled = [e for e in mine if e["disabled_by"] is None]
+        msg(f"HA device {meter['name']} ({meter['model']}): {len(mine)} entities, "
+            f"{len(enabled)} enabled; " + ", ".join(
+                f"{states[e['entity_id']]['attributes'].get('friendly_name')}="
+                f"{states[e['entity_id']]['state']}" for e in enabled))
+        self.assertEqual(len(enabled), 14)
+        self.assertTrue(all(e["unique_id"].startswith(node + "_") for e in mine))
+        for entry in enabled:
+            self.assertNotIn(states[entry["entity_id"]]["state"], ("unknown", "unavailable", ""))
+        energy = {e["unique_id"]: states[e["entity_id"]]["attributes"] for e in enabled}
+        for key, name in (("pos_act_energy", "Energy imported"),
+                          ("rev_act_energy", "Energy exported")):
+            attributes = energy[f"{node}_{key}"]
+            self.assertEqual((attributes["device_class"], attributes["state_class"],
+                              attributes["unit_of_measurement"], attributes["friendly_name"]),
+                             ("energy", "total_increasing", "kWh",
+                              f"Smart meter QDL1CKK028-meter-01 {name}"))
+        # Nothing of the meter on an inverter's device.
+        for device in devices.values():
+            if device["id"] != meter["id"]:
+                self.assertFalse([e for e in seen["entities"] if e["device_id"] == device["id"]
+                                  and "meter" in e["unique_id"]], device["name"])
+
+        power = {e["unique_id"]: e["entity_id"] for e in mine}[f"{node}_pos_rev_act_power"]
+        client.transport.loseConnection()
+
+        async def unavailable():
+            return (await hass.states())[power]["state"] == "unavailable"
+
+        await _until(unavailable, "the meter goes unavailable with its datalogger")
