@@ -83,8 +83,10 @@ def record_payload(record):
     """
     The JSON document published for a record.
     """
+    meter = record.kind == METER
     return {
-        "device": record.device_id,
+        "device": record.device_id if meter else (record.inverter_serial
+                                                  or record.datalogger_serial),
         "kind": record.kind,
         "datalogger": record.datalogger_serial,
         "inverter": record.inverter_serial,
