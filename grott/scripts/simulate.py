@@ -45,8 +45,7 @@ class Options(usage.Options):
         ["duration", "d", 0.0, "seconds to run (0: until --records are done or Ctrl-C)", float],
         ["start", None, None, "simulated start time, ISO 8601 local time (default: now)"],
         ["seed", None, None, "random seed for the simulated values", int],
-        ["meter", None, None, "also a smart meter at this device address (34 = 0x22): a meter "
-         "data record (0x20) after each live record", int],
+        ["meter", None, None, "also a smart meter at this device address (34 = 0x22)", int],
     )
     optFlags = (
         ["flood", None, "send the next record as soon as the previous one is acknowledged"],
