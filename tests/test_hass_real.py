@@ -26,6 +26,8 @@ from tests import homeassistant, mosquitto, relayhelpers
 from tests.pluginhelpers import meter_packet_and_record
 
 BUFFERED = 5
+#: The smart meter the MIN's datalogger simulates (device address 0x22).
+SIM_METER = "HAINVMIN01-meter-22"
 #: Live records per inverter: the classic one sends a single live record, so
 #: Home Assistant shows the first state after discovery or nothing.
 LIVE = {"HAINVMIN01": 4, "HAINVCLS01": 1}
@@ -96,6 +98,7 @@ class HomeAssistantTests(unittest.TestCase):
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
         specs = [DataloggerSpec("HADLMIN001", inverter_serial="HAINVMIN01", family="min",
                                 interval=2.0, ping_interval=0, buffered=BUFFERED,
+                                meter_address=0x22,
                                 records=BUFFERED + LIVE["HAINVMIN01"]),
                  DataloggerSpec("HADLCLS001", inverter_serial="HAINVCLS01", family="classic",
                                 interval=2.0, ping_interval=0, buffered=BUFFERED,
@@ -137,6 +140,13 @@ class HomeAssistantTests(unittest.TestCase):
                         return None
                     if float(states[entity]) != float(want[key]):
                         return None
+            # The MIN's simulated meter: its last live record shows.
+            meter = subscriber.on(f"energy/growatt/{SIM_METER}")
+            entity = ids.get(f"grott_{SIM_METER}_pos_act_energy")
+            if not meter or entity is None or states.get(entity) in (None, "unknown"):
+                return None
+            if float(states[entity]) != json.loads(meter[-1][0])["values"]["pos_act_energy"]:
+                return None
             return seen
 
         seen = await _until(settled, "Home Assistant shows the last live values")
@@ -171,6 +181,11 @@ class HomeAssistantTests(unittest.TestCase):
             self.assertEqual(datalogger["name"], f"Growatt datalogger {logger.spec.serial}")
             self.assertEqual(devices[datalogger["via_device_id"]]["name"], "grott proxy")
             self.assertEqual(device["serial_number"], serial)
+        [sim_meter] = [d for d in devices.values() if ["mqtt", f"grott_{SIM_METER}"]
+                       in d["identifiers"]]
+        self.assertEqual(devices[sim_meter["via_device_id"]]["name"],
+                         "Growatt datalogger HADLMIN001")
+        self.assertEqual(sim_meter["model"], "Smart meter")
         min_device = next(d for d in devices.values()
                           if ["mqtt", "grott_HAINVMIN01"] in d["identifiers"])
         self.assertIn("DTC 5100", min_device["model"])
@@ -205,6 +220,10 @@ class HomeAssistantTests(unittest.TestCase):
             return now if now[min_power]["state"] == "unavailable" else None
 
         now = await _until(min_unavailable, "the MIN inverter goes unavailable")
+        # Its meter with it.
+        sim_meter = by_unique[f"grott_{SIM_METER}_pos_rev_act_power"]["entity_id"]
+        await _until(lambda: self._state_is(hass, sim_meter, "unavailable"),
+                     "the MIN's meter goes unavailable")
         self.assertNotEqual(now[classic_power]["state"], "unavailable")
         connected = by_unique["grott_dl_HADLMIN001_connected"]["entity_id"]
         self.assertEqual(now[connected]["state"], "off")
@@ -223,6 +242,9 @@ class HomeAssistantTests(unittest.TestCase):
             self.assertNotIn(bad, log)
         self.assertNotIn("mqtt", "\n".join(line for line in log.splitlines()
                                            if " ERROR " in line).lower())
+
+    async def _state_is(self, hass, entity_id, state):
+        return (await hass.states())[entity_id]["state"] == state
 
     async def _meter(self, hass, port):
         """
@@ -276,11 +298,13 @@ class HomeAssistantTests(unittest.TestCase):
                               attributes["unit_of_measurement"], attributes["friendly_name"]),
                              ("energy", "total_increasing", "kWh",
                               f"Smart meter QDL1CKK028-meter-01 {name}"))
-        # Nothing of the meter on an inverter's device.
-        for device in devices.values():
-            if device["id"] != meter["id"]:
-                self.assertFalse([e for e in seen["entities"] if e["device_id"] == device["id"]
-                                  and "meter" in e["unique_id"]], device["name"])
+        # Every meter entity sits on its own meter's device, none on an inverter's.
+        for entry in seen["entities"]:
+            if "-meter-" in entry["unique_id"]:
+                device = devices[entry["device_id"]]
+                self.assertEqual(device["model"], "Smart meter", entry["unique_id"])
+                [(_, identifier)] = device["identifiers"]
+                self.assertTrue(entry["unique_id"].startswith(identifier + "_"))
 
         power = {e["unique_id"]: e["entity_id"] for e in mine}[f"{node}_pos_rev_act_power"]
         client.transport.loseConnection()
