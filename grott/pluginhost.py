@@ -21,8 +21,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from grott import pluginloader
+from grott.interfaces import IRecordSink
 from grott.logs import Logger
 
 __all__ = ["PluginHost"]
@@ -251,6 +253,7 @@ def _connected(plugin):
     return connected if isinstance(connected, bool) else None
 
 
+@implementer(IRecordSink)
 class PluginHost(service.Service):
     """
     Finds the plugins at construction, starts them (and the thread pool)
@@ -289,6 +292,12 @@ class PluginHost(service.Service):
                           thread=", runs in a thread" if runner.blocking else "")
         if not self.runners:
             self.log.info("no plugins enabled")
+
+    def wantsRecords(self):
+        """
+        Whether any plugin is enabled: without one the relay skips decoding.
+        """
+        return bool(self.runners)
 
     def deliver(self, packet, record):
         """

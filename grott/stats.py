@@ -36,6 +36,7 @@ def report_data(registry, now):
         "connections": registry.total_connections,
         "replaced": registry.replaced,
         "refused": registry.rejected,
+        "refused_takeovers": registry.refused_takeovers,
         "dataloggers": sessions,
         "totals": totals,
     }
@@ -49,7 +50,8 @@ def report_lines(registry, now, extra=()):
     data = report_data(registry, now)
     lines = [f"{data['connected']} datalogger(s) connected; {data['connections']} "
              f"connection(s) since start, {data['replaced']} replaced, "
-             f"{data['refused']} refused"]
+             f"{data['refused']} refused, "
+             f"{data['refused_takeovers']} serial takeovers refused"]
     for d in data["dataloggers"]:
         last = "-" if d["last_packet_age"] is None else f"{d['last_packet_age']:.0f}s ago"
         lines.append(
