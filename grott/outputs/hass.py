@@ -29,9 +29,9 @@ Unique ids (stable across restarts and versions, never colliding):
 where C{SERIAL} is the inverter serial (or, for a record without one, the
 datalogger serial, C{_} and the device address), C{METER} a meter record's
 C{device_id} (the serial it reports for, C{-meter-} and its device address
-in hex: C{QDL1CKK028-meter-01}; Growatt serials have no C{-}, so a meter's ids never meet its inverter's), C{KEY} the value name
-of docs/registers.md, and every character outside C{[A-Za-z0-9_-]} becomes
-C{_}.  Device identifiers are C{grott_SERIAL}, C{grott_METER},
+in hex: C{QDL1CKK028-meter-01}; Growatt serials have no C{-}, so a meter's
+ids never meet its inverter's), C{KEY} the value name of docs/registers.md,
+and every character outside C{[A-Za-z0-9_-]} becomes C{_}.  Device identifiers are C{grott_SERIAL}, C{grott_METER},
 C{grott_dl_DATALOGGER} and C{grott_proxy_BASE}.
 """
 
