@@ -22,7 +22,8 @@ import time
 
 from grott.registers.blocks import encode_register_record
 
-__all__ = ["FAMILIES", "Family", "SimulatedInverter", "blocks_of", "family", "register_payload"]
+__all__ = ["FAMILIES", "Family", "SimulatedInverter", "SimulatedMeter", "blocks_of", "family",
+           "register_payload"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,6 +334,56 @@ class SimulatedInverter:
         (first, values) per input block, as of the last L{update}.
         """
         return [(first, tuple(words)) for first, words in self._words]
+
+
+class SimulatedMeter:
+    """
+    A three-phase smart meter at the grid connection of a simulated
+    inverter: the house draws a wandering load, the inverter's output
+    covers part of it, the rest is imported (or the surplus exported).
+    L{words} gives the 32-bit values of a 0x20 record in Grott's T060120
+    order (L{grott.registers.meter.METER_VALUE_FIELDS}).
+    """
+
+    def __init__(self, inverter):
+        self.inverter = inverter
+        self._random = random.Random(f"{inverter.serial}-meter")
+        self.load = self._random.uniform(300.0, 1500.0)
+        self.imported = self._random.uniform(1000.0, 9000.0)  # kWh
+        self.exported = self._random.uniform(500.0, 5000.0)
+        self._last = None
+
+    def words(self, epoch):
+        """
+        Move to C{epoch} (after the inverter's L{SimulatedInverter.update})
+        and return the raw words of one meter data record.
+        """
+        rnd = self._random
+        self.load = min(6000.0, max(150.0, self.load + rnd.uniform(-150.0, 150.0)))
+        net = self.load - self.inverter.measure.get("pac", 0.0) / 10.0
+        elapsed = 0.0 if self._last is None else max(0.0, epoch - self._last)
+        self._last = epoch
+        if net > 0:
+            self.imported += net * elapsed / 3.6e6
+        else:
+            self.exported += -net * elapsed / 3.6e6
+        volts = [230.0 + rnd.uniform(-3, 3) for _ in range(3)]
+        powers = [net / 3.0 + rnd.uniform(-20, 20) for _ in range(3)]
+        powers[2] = net - powers[0] - powers[1]
+        amps = [abs(p) / v for p, v in zip(powers, volts)]
+        apparent = [max(abs(p), v * a) for p, v, a in zip(powers, volts, amps)]
+
+        def tenths(values):
+            return [round(v * 10) for v in values]
+
+        pf = [round(1000 * (p / a if a else 1.0)) for p, a in zip(powers, apparent)]
+        total_pf = round(1000 * (net / sum(apparent) if sum(apparent) else 1.0))
+        line = [v * math.sqrt(3) for v in volts]
+        return [*tenths(volts), *tenths(amps), *tenths(powers), *tenths(apparent),
+                0, 0, 0, *pf, round(net * 10), round(sum(apparent) * 10), 0, total_pf,
+                round((50.0 + rnd.uniform(-0.05, 0.05)) * 10), *tenths(line),
+                round(self.imported * 10), round(self.exported * 10), 0, 0,
+                0, round((self.imported + self.exported) * 10), 0]
 
 
 def register_payload(datalogger_serial, inverter_serial, timestamp, blocks, *, protocol):
