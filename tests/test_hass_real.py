@@ -14,6 +14,7 @@ import json
 import os
 
 from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.python.log import msg
 from twisted.trial import unittest
@@ -178,7 +179,7 @@ class HomeAssistantTests(unittest.TestCase):
         self.assertEqual(proxy_states["grott_proxy_energy_growatt_dataloggers"], "2")
         self.assertIn("grott_proxy_energy_growatt_cloud", proxy_states)
 
-        await self._meter(hass, port)
+        await self._meter(hass, endpoint)
 
         # No energy sensor ever went backwards (the buffered burst older
         # than the live data never reached them).
@@ -226,7 +227,7 @@ class HomeAssistantTests(unittest.TestCase):
     async def _state_is(self, hass, entity_id, state):
         return (await hass.states())[entity_id]["state"] == state
 
-    async def _meter(self, hass, port):
+    async def _meter(self, hass, endpoint):
         """
         A datalogger stand-in sends a captured smart-meter record (0x20,
         grott issue #352): Home Assistant shows the meter as a device of its
@@ -234,7 +235,7 @@ class HomeAssistantTests(unittest.TestCase):
         unavailable when its datalogger disconnects.
         """
         packet, record = meter_packet_and_record()
-        client = await relayhelpers.connect(reactor, port)
+        client = await endpoint.connect(Factory.forProtocol(relayhelpers.Client))
         self.addCleanup(lambda: client.transport.loseConnection())
         client.transport.write(packet.raw)
         node = "grott_QDL1CKK028-meter-01"
