@@ -117,7 +117,8 @@ def secrets_in(config):
                 found.add(str(value))
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             for f in dataclasses.fields(value):
-                walk(getattr(value, f.name, None), secret or not f.repr, depth + 1)
+                if not f.metadata.get("internal"):  # e.g. Config.lines: where keys are
+                    walk(getattr(value, f.name, None), secret or not f.repr, depth + 1)
         elif isinstance(value, dict):
             for k, v in value.items():
                 walk(v, secret or (isinstance(k, str) and bool(_SECRET_KEY.search(k))), depth + 1)
@@ -342,6 +343,11 @@ def check_paths(config):
         elif os.path.exists(path):
             if not os.access(path, os.W_OK):
                 problems.append(f"log.file: cannot write to {path}")
+        elif not os.path.lexists(os.path.dirname(path)):
+            # Not created: grott often starts as root, and a directory made
+            # by a typo would belong to root and hide the mistake.
+            problems.append(f"log.file: the directory {os.path.dirname(path)} does not exist "
+                            f"(create it, owned by the user grott runs as)")
         else:
             writable_dir(os.path.dirname(path), "file")
     if config.per_datalogger:

@@ -27,11 +27,11 @@ from twisted.internet.error import CannotListenError
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import ConfigError
-from grott.logs import Logger, LoggingService
+from grott.logs import Logger, LoggingService, check_paths
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
 from grott.proxy import ProxyFactory
-from grott.registers import Decoder
+from grott.registers import Decoder, userconfig
 from grott.session import Registry
 from grott.stats import StatsService, report_lines
 
@@ -136,12 +136,30 @@ def makeDecoder(config):
         raise ConfigError(f"{config.source}: {e}") from None
 
 
+def problems(config):
+    """
+    What the config loader cannot check alone: the register definitions,
+    families and DTC filter (each entry on its own), and the files the
+    C{log:} section names.  One line per problem, naming file, key and line.
+    """
+    found = []
+    for dotted, message in userconfig.problems(config.registers, config.dtc_filter,
+                                               config.families):
+        line = config.lines.get(dotted)
+        found.append(f"{config.source}: {message}" + (f" (line {line})" if line else ""))
+    for text in check_paths(config.log):
+        dotted, _, problem = text.partition(": ")
+        found.append(config.problem(dotted, problem))
+    return found
+
+
 def validate(config):
     """
-    Check what the config loader cannot check alone (register definitions,
-    plugin names) by building those parts; raise L{ConfigError}.
+    Raise L{ConfigError} listing L{problems}, before anything is built.
     """
-    makeDecoder(config)
+    found = problems(config)
+    if found:
+        raise ConfigError(*found)
 
 
 def makeService(config, reactor):

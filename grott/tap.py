@@ -18,15 +18,23 @@ class Options(usage.Options):
     ]
 
     def postOptions(self):
-        from grott.service import validate
+        from grott.service import problems, validate
         try:
             self["loaded"] = load_config(self["config"])
             validate(self["loaded"])
         except ConfigError as e:
+            if e.config is not None:
+                # Loading failed: list what start-up would check next too.
+                e = ConfigError(*e.problems, *problems(e.config))
             # Not UsageError: twistd would print the whole option summary
             # before the one line that matters.  This exits with status 1,
             # before twistd daemonizes or binds anything.
-            raise SystemExit(f"grott: {e}") from None
+            raise SystemExit(_lines(e)) from None
+
+
+def _lines(error):
+    """Each problem of a L{ConfigError} as its own C{grott: } line."""
+    return "\n".join(f"grott: {problem}" for problem in error.problems)
 
 
 def makeService(options):
@@ -37,4 +45,4 @@ def makeService(options):
         return make(options["loaded"], reactor)
     except ConfigError as e:
         # e.g. a plugin name in plugins.enabled that no plugin has.
-        raise SystemExit(f"grott: {e}") from None
+        raise SystemExit(_lines(e)) from None

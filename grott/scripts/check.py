@@ -1,22 +1,29 @@
 """
 `grott check --config config.yaml`: is this configuration safe to restart
-with?  Like `nginx -t`: prints "PATH: OK" and exits 0, or lists the problems
-and exits 1, so `grott check -c new.yaml && systemctl restart grott` never
-swaps a running proxy for one that will not start.
+with?  Like `nginx -t`: prints "PATH: OK" and exits 0, or lists every
+problem, each naming the file, the key and its line, and exits 1, so
+`grott check -c new.yaml && systemctl restart grott` never swaps a running
+proxy for one that will not start.
 
-Beyond loading the file (types, unknown keys, endpoint strings), it builds
-the whole service tree on a MemoryReactor, without starting it or touching
-the network, to catch wiring errors (unknown plugin names...), and checks
-that the log files it names can be written by the user running the check.
+Beyond loading the file (types, unknown and duplicate keys, endpoint
+strings) and what start-up checks (register definitions, DTC filter names,
+log file directories), it builds the whole service tree on a MemoryReactor,
+without starting it or touching the network, to catch wiring errors
+(unknown plugin names...).  What building logs as a warning or error about
+plugins (a plugin file that fails to import, an object that does not
+provide the plugin interface, settings for a plugin that does not exist)
+is a problem too: start-up only logs it, but a check should not say OK.
 """
 
+import re
 import sys
 
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import LogLevel, formatEvent
 from twisted.python import usage
 
+from grott import logs
 from grott.config import ConfigError, load_config
-from grott.logs import check_paths
 
 
 class Options(usage.Options):
@@ -30,26 +37,74 @@ class Options(usage.Options):
             self["config"] = path
 
 
+class _PluginProblems:
+    """
+    Collects what the plugin loader logs at warn or worse while the tree is
+    built, as problem lines about C{plugins.directory}.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.found = []
+
+    def __call__(self, event):
+        if not event.get("log_namespace", "").startswith("grott.pluginloader"):
+            return
+        if event.get("log_level", LogLevel.info) < LogLevel.warn:
+            return
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += f": {failure.type.__name__}: {failure.getErrorMessage()}"
+        self.found.append(self.config.problem("plugins", " ".join(text.split())))
+
+
 def problems_in(path, build=None):
     """
     Everything wrong with the configuration at C{path}, as lines naming the
     file; an empty list if it is fine.  C{build(config, reactor)} makes the
     service tree (default: L{grott.service.makeService}).
     """
+    from grott import service
     try:
         config = load_config(path)
+        problems = []
     except ConfigError as e:
-        return [str(e)]
-    problems = [f"{path}: {p}" for p in check_paths(config.log)]
+        if e.config is None:
+            return e.problems
+        # Go on with what could be read: every problem in one run.
+        config, problems = e.config, list(e.problems)
+    problems += service.problems(config)
     if build is None:
-        from grott.service import makeService as build
+        build = service.makeService
+    plugins = _PluginProblems(config)
+    logs.publisher.addObserver(plugins)
     try:
         build(config, MemoryReactor())
     except ConfigError as e:
-        problems.append(str(e) if str(e).startswith(f"{path}:") else f"{path}: {e}")
+        known = {_LINE.sub("", p).rstrip() for p in problems}
+        for problem in e.problems:
+            line = problem if problem.startswith(f"{path}:") else f"{path}: {problem}"
+            if _LINE.sub("", line).rstrip() not in known:
+                problems.append(line)
     except Exception as e:  # noqa: BLE001 (any failure to build is the answer)
         problems.append(f"{path}: cannot build the service: {type(e).__name__}: {e}")
-    return problems
+    finally:
+        logs.publisher.removeObserver(plugins)
+    return _in_file_order(problems + plugins.found)
+
+
+_LINE = re.compile(r"\(line (\d+)\)$")
+
+
+def _in_file_order(problems):
+    """
+    Sorted by the line they name (stable; those naming none stay first).
+    """
+    def line(problem):
+        match = _LINE.search(problem)
+        return int(match.group(1)) if match else 0
+    return sorted(problems, key=line)
 
 
 def main(options, stdout=None, stderr=None, build=None):
