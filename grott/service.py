@@ -16,6 +16,9 @@ This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
 """
 
+import errno
+import os
+import socket
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -35,10 +38,31 @@ from grott.registers import Decoder, userconfig
 from grott.session import Registry
 from grott.stats import StatsService, report_lines
 
-__all__ = ["GrottService", "ProxyService", "makeService"]
+__all__ = ["CannotStart", "GrottService", "ProxyService", "makeService", "probe_listeners"]
 
 #: Seconds shutdown waits for sessions to close before going on.
 SHUTDOWN_DEADLINE = 3.0
+
+
+class CannotStart(SystemExit, Exception):
+    """
+    grott cannot start (a port is taken); the message is the one line to
+    show.
+
+    Both kinds of exception on purpose: as a SystemExit it ends a
+    foreground twistd with that line and exit status 1, no traceback; as
+    an Exception it is what a daemonized twistd catches after the fork, to
+    tell the waiting parent (which then exits 1 instead of waiting
+    forever) and to remove the pidfile.  A bare SystemExit gets neither.
+    """
+
+
+def _cannot_listen(interface, port, error):
+    if isinstance(port, (bytes, str)):  # a UNIX socket's path
+        where = os.fsdecode(port)
+    else:
+        where = f"{interface or '*'}:{port}"
+    return CannotStart(f"grott: cannot listen on {where}: {_strip(error)}")
 
 
 class GrottService(service.MultiService):
@@ -52,8 +76,7 @@ class GrottService(service.MultiService):
         try:
             service.MultiService.privilegedStartService(self)
         except CannotListenError as e:
-            raise SystemExit(f"grott: cannot listen on {e.interface or '*'}:{e.port}: "
-                             f"{_strip(e.socketError)}") from None
+            raise _cannot_listen(e.interface, e.port, e.socketError) from None
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -64,6 +87,45 @@ class GrottService(service.MultiService):
                     yield defer.maybeDeferred(child.stopService)
                 except Exception:
                     Logger().failure("stopping {name} failed", name=child.name)
+
+
+def probe_listeners(config):
+    """
+    Try to bind, and let go at once, each TCP port C{config} listens on;
+    raise L{CannotStart} for one that is taken.
+
+    Called before twistd forks: a daemonized twistd's parent process can
+    only print its own "An error has occurred" sentence for a failure in
+    the daemon, so a busy port found here gives the same one line on the
+    terminal as in the foreground, and no pidfile is written.  (Binding
+    for real still happens in C{privilegedStartService}; a port taken in
+    between is reported through L{CannotStart}.)
+    """
+    from twisted.internet.testing import MemoryReactor
+    listens = [config.proxy.listen]
+    if config.command.listen != "none":
+        listens.append(config.command.listen)
+    for description in listens:
+        memory = MemoryReactor()
+        strports.service(description, None, reactor=memory).privilegedStartService()
+        bound = [(s[0], s[3]) for s in memory.tcpServers] + \
+            [(s[0], s[4]) for s in memory.sslServers]
+        for port, interface in bound:
+            if port:
+                _probe(interface, port)
+
+
+def _probe(interface, port):
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As Twisted's own listenTCP: a port in TIME_WAIT is not "taken".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((interface or ("::" if family == socket.AF_INET6 else ""), port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+                raise _cannot_listen(interface, port, e) from None
+            raise
 
 
 def _strip(error):

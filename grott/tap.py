@@ -1,8 +1,10 @@
 """
 The twistd edge: options, config loading, and the service.
 
-Config errors end start-up in C{postOptions} with one line and exit status
-1, before twistd daemonizes or binds anything.
+Config errors end start-up in C{postOptions} with one line per problem and
+exit status 1, before twistd daemonizes or binds anything; so does a port
+that is already taken (L{grott.service.probe_listeners}, in
+C{makeService}, which twistd also calls before it forks).
 """
 
 from twisted.python import usage
@@ -41,6 +43,9 @@ def makeService(options):
     from twisted.internet import reactor
 
     from grott.service import makeService as make
+    from grott.service import probe_listeners
+    # Before twistd forks: a busy port is one line on the terminal.
+    probe_listeners(options["loaded"])
     try:
         return make(options["loaded"], reactor)
     except ConfigError as e:

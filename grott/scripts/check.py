@@ -20,13 +20,13 @@ import sys
 
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogLevel, formatEvent
-from twisted.python import usage
 
 from grott import logs
 from grott.config import ConfigError, load_config
+from grott.scripts import _options
 
 
-class Options(usage.Options):
+class Options(_options.Options):
     synopsis = "[--config PATH]"
     optParameters = (
         ["config", "c", "config.yaml", "Path to the configuration file to check."],

@@ -19,15 +19,14 @@ import re
 import sys
 import typing
 
-from twisted.python import usage
-
 from grott.codec import CodecError, Garbage, frame_all
 from grott.registers import Decoder
+from grott.scripts import _options
 
 _NOISE = re.compile(r"0x|[\s:,]", re.IGNORECASE)
 
 
-class Options(usage.Options):
+class Options(_options.Options):
     synopsis = "[--config FILE] [--dtc CODE] HEX [HEX ...]   (or hex on standard input)"
     optParameters: typing.ClassVar = [
         ["config", "c", None, "Decode with the registers, families and dtc_filter of this config."],

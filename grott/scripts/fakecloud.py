@@ -16,10 +16,11 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from grott.fakecloud import FakeCloud
+from grott.scripts import _options
 from grott.scripts._running import begin_logging, react_main
 
 
-class Options(usage.Options):
+class Options(_options.Options):
     synopsis = "[options]"
     optParameters = (
         ["listen", "l", "tcp:5279:interface=127.0.0.1", "Twisted server endpoint string"],

@@ -18,12 +18,13 @@ from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
+from grott.scripts import _options
 from grott.scripts._running import begin_logging, react_main
 from grott.simmodel import FAMILIES
 from grott.simulator import DataloggerSimulation, make_specs
 
 
-class Options(usage.Options):
+class Options(_options.Options):
     synopsis = "[options]"
     optParameters = (
         ["target", "t", "tcp:127.0.0.1:5279", "where to connect: a Twisted client endpoint string"],
