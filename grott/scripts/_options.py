@@ -30,5 +30,5 @@ class Options(usage.Options):
         Display grott's version (and Twisted's) and exit.
         """
         from twisted import copyright
-        print(f"grott {version()} (Twisted {copyright.version})")
+        sys.stdout.write(f"grott {version()} (Twisted {copyright.version})\n")
         sys.exit(0)
