@@ -49,10 +49,10 @@ class Options(_options.Options):
         ["dtc", None, None, "Device type code of the inverter, as learnt from its announce.", int],
     ]
     optFlags: typing.ClassVar = [
-        ["example", None, "Decode a real data record (a classic inverter's, protocol 6), to see "
-                          "what the output looks like."],
-        ["pretty", None, "Indented JSON, one key per line, for reading (default: one line per "
-                         "packet, for scripts)."],
+        ["example", None,
+         "Decode a real data record (a classic inverter's, protocol 6), to see the output."],
+        ["pretty", None,
+         "Indented JSON, one key per line, for reading (default: one line per packet)."],
     ]
 
     def parseArgs(self, *hexes):
