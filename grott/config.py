@@ -220,8 +220,11 @@ class PluginsConfig:
     settings: dict = _field({})
     #: Records held per plugin while it is busy; beyond this they are dropped.
     queue_size: int = _field(1000, _positive)
-    #: Seconds shutdown waits for plugin queues to drain (and again for stop hooks).
-    stop_timeout: float = _field(10.0, _non_negative)
+    #: Seconds shutdown waits for the plugins in all: queues to drain, then
+    #: stop hooks (which get at least 1 s); what is left is dropped and counted.
+    stop_timeout: float = _field(5.0, _non_negative)
+    #: Warn when a plugin's delivery in flight takes this long (0: never).
+    stall_warning: float = _field(60.0, _non_negative)
 
 
 @dataclasses.dataclass(frozen=True)
