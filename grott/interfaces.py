@@ -12,7 +12,19 @@ C{providedBy} and adapts its behaviour.
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
-__all__ = ["IBlockingPlugin", "IConfigurablePlugin", "IGrottPlugin", "IGrottPluginService"]
+__all__ = [
+    "DeliveryFailed", "IBlockingPlugin", "IConfigurablePlugin", "IGrottPlugin",
+    "IGrottPluginService",
+]
+
+
+class DeliveryFailed(Exception):
+    """
+    Raised from C{data} for a record the plugin could not deliver and has
+    already said why (once per outage, say): the host counts the record as
+    failed and logs nothing more, where any other exception is logged with
+    its traceback.
+    """
 
 
 class IGrottPlugin(IPlugin):

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from grott import pluginloader
+from grott.interfaces import DeliveryFailed
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
 
@@ -130,7 +131,9 @@ class _Runner:
         self._busy_since = None
         if isinstance(result, Failure):
             self.failed += 1
-            if result.check(defer.CancelledError) and self.state != "running":
+            if result.check(DeliveryFailed):
+                pass  # the plugin has said why, in its own words
+            elif result.check(defer.CancelledError) and self.state != "running":
                 self.host_log.warn(
                     "plugin {plugin}: delivery in flight cancelled at shutdown",
                     plugin=self.name)

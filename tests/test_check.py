@@ -28,7 +28,7 @@ log:
 """
 
 
-class CheckTests(SynchronousTestCase):
+class _CheckCase(SynchronousTestCase):
     def setUp(self):
         self.tmp = os.path.abspath(self.mktemp())
         os.makedirs(self.tmp)
@@ -45,6 +45,9 @@ class CheckTests(SynchronousTestCase):
         out, err = io.StringIO(), io.StringIO()
         status = check.main(options, out, err, build)
         return status, out.getvalue(), err.getvalue()
+
+
+class CheckTests(_CheckCase):
 
     def test_good(self):
         path = self.write(GOOD)
@@ -154,7 +157,7 @@ families:
 """
 
 
-class EveryProblemTests(CheckTests):
+class EveryProblemTests(_CheckCase):
     """
     One run lists every problem, each with file, key and line.
     """
@@ -258,3 +261,25 @@ class LoaderTests(SynchronousTestCase):
             (f"grott: {path}: log.level: must be one of 'debug', 'info', 'warn', 'error', "
              f"'critical' (line 4)"),
         ])
+
+
+class JsonlPathTests(_CheckCase):
+    def test_uncreatablePath(self):
+        blocker = os.path.join(self.tmp, "plain-file")
+        with open(blocker, "w"):
+            pass
+        path = self.write(GOOD + f"outputs:\n  jsonl:\n    path: {blocker}/sub/records.jsonl\n")
+        status, _, err = self.run_check(path)
+        self.assertEqual(status, 1)
+        self.assertEqual(err.splitlines()[0],
+                         f"{path}: outputs.jsonl.path: cannot create {blocker}/sub/records.jsonl: "
+                         f"{blocker} is not a directory (line 14)")
+        # Start-up goes on (the output retries): only the check says so.
+        from grott.config import load_config
+        from grott.service import validate
+        validate(load_config(path))
+
+    def test_creatablePath(self):
+        path = self.write(GOOD + "outputs:\n  jsonl:\n    path: {tmp}/new/dir/records.jsonl\n")
+        self.assertEqual(self.run_check(path)[0], 0)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "new")))

@@ -71,9 +71,8 @@ class BusyPortTests(TestCase):
         self.assertEqual(await proc.ended, (1, None))
         self.assertIn(b"grott: cannot listen on " + missing.encode(), proc.err)
         self.assertFalse(os.path.exists(self.pidfile))
-        with open(os.path.join(self.tmp, "twistd.log"), encoding="utf-8") as f:
-            self.assertIn(f"grott: cannot listen on {missing}: No such file or directory",
-                          f.read())
+        self.assertIn(f"grott: cannot listen on {missing}: No such file or directory",
+                      _twistd.TwistdTests.read(self, "twistd.log"))
 
 
 class TacTests(TestCase):
@@ -90,6 +89,9 @@ class TacTests(TestCase):
     running = _twistd.TwistdTests.running
 
     def test_pythonMinusM(self):
+        with open(os.path.join(self.tmp, "mine.yaml"), "w", encoding="utf-8") as f:
+            f.write('proxy:\n  listen: "tcp:0:interface=127.0.0.1"\n  upstream: none\n'
+                    'command:\n  listen: none\n')
         return defer.ensureDeferred(self.tac())
 
     async def tac(self):
@@ -108,9 +110,6 @@ class TacTests(TestCase):
         self.assertEqual(path, os.path.join(os.path.dirname(grott.__file__), "grott.tac"))
         self.assertTrue(os.path.isfile(path))
 
-        with open(os.path.join(self.tmp, "mine.yaml"), "w", encoding="utf-8") as f:
-            f.write('proxy:\n  listen: "tcp:0:interface=127.0.0.1"\n  upstream: none\n'
-                    'command:\n  listen: none\n')
         env["GROTT_CONFIG"] = "mine.yaml"
         proc = _twistd.Twistd()
         transport = reactor.spawnProcess(

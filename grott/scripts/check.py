@@ -23,6 +23,7 @@ from twisted.logger import LogLevel, formatEvent
 
 from grott import logs
 from grott.config import ConfigError, load_config
+from grott.outputs import jsonl
 from grott.scripts import _options
 
 
@@ -75,6 +76,12 @@ def problems_in(path, build=None):
         # Go on with what could be read: every problem in one run.
         config, problems = e.config, list(e.problems)
     problems += service.problems(config)
+    if config.outputs.jsonl is not None:
+        # Not a start-up error: the output retries with every record (a
+        # disk mounted late), but a check should not say OK.
+        problem = jsonl.path_problem(config.outputs.jsonl.path)
+        if problem:
+            problems.append(config.problem("outputs.jsonl.path", problem))
     if build is None:
         build = service.makeService
     plugins = _PluginProblems(config)
