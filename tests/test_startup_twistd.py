@@ -26,6 +26,7 @@ class BusyPortTests(TestCase):
     spawn = _twistd.TwistdTests.spawn
     daemon_pid = _twistd.TwistdTests.daemon_pid
     kill_daemon = _twistd.TwistdTests.kill_daemon
+    until = _twistd.TwistdTests.until
 
     def config(self, listen):
         path = os.path.join(self.tmp, "config.yaml")
@@ -71,8 +72,10 @@ class BusyPortTests(TestCase):
         self.assertEqual(await proc.ended, (1, None))
         self.assertIn(b"grott: cannot listen on " + missing.encode(), proc.err)
         self.assertFalse(os.path.exists(self.pidfile))
-        self.assertIn(f"grott: cannot listen on {missing}: No such file or directory",
-                      _twistd.TwistdTests.read(self, "twistd.log"))
+        # The daemon writes the line as it exits, maybe after the parent.
+        line = f"grott: cannot listen on {missing}: No such file or directory"
+        await self.until(lambda: line in _twistd.TwistdTests.read(self, "twistd.log"),
+                         "the line in the log")
 
 
 class TacTests(TestCase):
