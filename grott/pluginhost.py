@@ -427,12 +427,19 @@ class PluginHost(service.Service):
         Wait for C{deferreds} up to C{seconds}; False if that passed.
         """
         everything = defer.DeferredList(deferreds, consumeErrors=True)
-        everything.addTimeout(seconds, self.reactor)
-        try:
-            await everything
-        except defer.TimeoutError:
-            return False
-        return True
+        expired = []
+
+        def expire():
+            # Not addTimeout: cancelling a DeferredList fires it with its
+            # children's results, so addTimeout would not see a timeout.
+            expired.append(True)
+            everything.cancel()
+
+        timer = self.reactor.callLater(seconds, expire)
+        await everything
+        if timer.active():
+            timer.cancel()
+        return not expired
 
     def _stop_pool(self):
         if not self.pool.started:

@@ -298,6 +298,8 @@ class StopTests(unittest.SynchronousTestCase):
         self.assertEqual((stats["failed"], stats["dropped"], stats["queued"]), (1, 3, 0))
         dropped = [e for e in events if "did not finish" in e["log_format"]]
         self.assertEqual(dropped[0]["count"], 3)
+        self.assertEqual(dropped[0]["when"], "within 2.0 s")
+        self.assertEqual(dropped[0]["flight"], ", 1 in flight cancelled")
 
 
 class ThreadTests(unittest.TestCase):

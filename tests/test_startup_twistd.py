@@ -124,3 +124,87 @@ class TacTests(TestCase):
         transport.signalProcess("TERM")
         self.assertIn(await proc.ended, _twistd.STOPPED)
         self.assertIn(b"Server Shut Down.", proc.out)
+
+
+HUNG_PLUGIN = """
+import threading
+from zope.interface import implementer
+from grott.interfaces import IBlockingPlugin
+
+@implementer(IBlockingPlugin)
+class Hung:
+    name = "hung"
+    def data(self, packet, record, log):
+        log.info("hung plugin got a record")
+        threading.Event().wait()  # a database that never answers
+
+hung = Hung()
+"""
+
+
+class HungPluginShutdownTests(TestCase):
+    """
+    SIGTERM to a daemonized grott whose blocking plugin hangs: twistd exits
+    once plugins.stop_timeout has passed, and the log says how many records
+    were not delivered.
+    """
+
+    timeout = 120
+
+    setUp = _twistd.TwistdTests.setUp
+    spawn = _twistd.TwistdTests.spawn
+    daemon_pid = _twistd.TwistdTests.daemon_pid
+    kill_daemon = _twistd.TwistdTests.kill_daemon
+    until = _twistd.TwistdTests.until
+    read = _twistd.TwistdTests.read
+
+    def test_sigterm(self):
+        os.makedirs(os.path.join(self.tmp, "plugins"))
+        with open(os.path.join(self.tmp, "plugins", "hung.py"), "w", encoding="utf-8") as f:
+            f.write(HUNG_PLUGIN)
+        with open(os.path.join(self.tmp, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write('proxy:\n  listen: "tcp:0:interface=127.0.0.1"\n'
+                    '  upstream: "tcp:127.0.0.1:1"\ncommand:\n  listen: none\n'
+                    'plugins:\n  enabled: [hung]\n  stop_timeout: 1\n')
+        return defer.ensureDeferred(self.sigterm())
+
+    async def sigterm(self):
+        import re
+        import signal
+
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        from tests.vectors import raw
+
+        proc, _ = self.spawn("--pidfile", self.pidfile, "--logfile", "twistd.log",
+                             "grott", "--config", "config.yaml")
+        self.assertEqual(await proc.ended, (0, None), proc.err)
+        pid = self.daemon_pid()
+        found = r"ProxyFactory starting on (\d+)"
+        await self.until(lambda: re.search(found, self.read("twistd.log")), "the port")
+        port = int(re.search(found, self.read("twistd.log")).group(1))
+        client = await TCP4ClientEndpoint(_reactor(), "127.0.0.1", port).connect(
+            protocol.Factory.forProtocol(_twistd.Client))
+        data = raw("grott-p6-0104-classic")
+        for _ in range(3):
+            client.transport.write(data)
+        await self.until(lambda: "hung plugin got a record" in self.read("twistd.log"),
+                         "the plugin to hang")
+        await self.until(lambda: self.read("twistd.log").count("datalogger JPC281833B") >= 1,
+                         "the records decoded")
+        os.kill(pid, signal.SIGTERM)
+        await self.until(lambda: not _twistd.alive(pid), "the daemon to exit")
+        log = self.read("twistd.log")
+        self.assertIn("plugin hung did not finish within 1.0 s", log)
+        self.assertIn("1 in flight abandoned (its thread is left running)", log)
+        self.assertRegex(log, r"plugins stopped after \d+\.\d s; \d record\(s\) were not "
+                              r"delivered")
+        self.assertIn("Server Shut Down.", log)
+        self.assertFalse(os.path.exists(self.pidfile))
+        client.transport.loseConnection()
+        await client.lost
+
+
+def _reactor():
+    from twisted.internet import reactor
+    return reactor
