@@ -108,6 +108,26 @@ def _timezone(value):
         return f"unknown time zone {value!r} (use local or an IANA name like Europe/Amsterdam)"
 
 
+#: The shortest command.token accepted: the socket may face a network.
+MIN_TOKEN = 16
+
+
+def _token(value):
+    if value and len(value) < MIN_TOKEN:
+        return f"must be at least {MIN_TOKEN} characters (or empty for none)"
+    if any(c.isspace() for c in value):
+        return "must not contain spaces"
+
+
+def _octal_mode(value):
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        return f"must be octal permissions such as \"0600\" (got {value!r})"
+
+
 def _field(default, check=None, secret=False, **kw):
     metadata = {"check": check} if check else {}
     if isinstance(default, (dict, list)):
@@ -155,6 +175,29 @@ class CommandConfig:
                          lambda v: None if v == "none" else _server_endpoint(v))
     #: Seconds to wait for the inverter's answer to a command.
     timeout: float = _field(10.0, _positive)
+    #: Seconds without a line before an admin client is closed.
+    idle_timeout: float = _field(300.0, _positive)
+    #: Lines per second one admin client may send (bursts of as many).
+    rate_limit: float = _field(20.0, _positive)
+    #: Clients must send "auth TOKEN" first; required off loopback.
+    token: str = _field("", _token, secret=True)
+    #: Permissions of a unix: socket (octal text), unless listen sets mode=.
+    mode: str = _field("0600", _octal_mode)
+
+
+def _token(value):
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "must not contain spaces or control characters (it goes in an HTTP header)"
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    #: The monitoring HTTP endpoint (/metrics, /healthz, /readyz, /stats);
+    #: "none" turns it off.
+    listen: str = _field("tcp:9279:interface=127.0.0.1",
+                         lambda v: None if v == "none" else _server_endpoint(v))
+    #: When set, every request needs "Authorization: Bearer TOKEN".
+    token: str = _field("", _token, secret=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,6 +329,8 @@ class Config:
 
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
     command: CommandConfig = dataclasses.field(default_factory=CommandConfig)
+    #: The monitoring HTTP endpoint: Prometheus metrics, health, stats.
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     plugins: PluginsConfig = dataclasses.field(default_factory=PluginsConfig)
     #: Built-in outputs (jsonl, mqtt); a section present turns it on.
@@ -374,10 +419,11 @@ def _type_ok(value, tp):
 _NOT_SET = object()
 
 
-def _convert(value, tp, where, ctx):
+def _convert(value, tp, where, ctx, secret=False):
     """
     Check C{value} against the annotation C{tp}; return it (floats as
-    float), or C{_NOT_SET} after recording the problem in C{ctx}.
+    float), or C{_NOT_SET} after recording the problem in C{ctx}.  A
+    C{secret} value is never echoed in the problem (grott check prints it).
     """
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where, ctx)
@@ -386,10 +432,16 @@ def _convert(value, tp, where, ctx):
         if _type_ok(value, option):
             return float(value) if option is float else value
     if str in options and isinstance(value, (int, float)) and not isinstance(value, bool):
-        # What YAML users type: `protocol: 5` is the string "5" to them.
-        return ctx.texts.get(where, str(value))
+        # What YAML users type: `protocol: 5` is the string "5" to them,
+        # and `password: 0123` is "0123", as typed, not YAML's octal 83.
+        if where in ctx.texts:
+            return ctx.texts[where]
+        if not secret:
+            return str(value)
     expected = " or ".join(_TYPE_NAMES.get(o, getattr(o, "__name__", str(o))) for o in options)
-    ctx.add(where, f"expected {expected}, got {type(value).__name__} {value!r}")
+    shown = "" if secret else f" {value!r}"
+    hint = " (quote it in the YAML file)" if secret and str in options else ""
+    ctx.add(where, f"expected {expected}, got {type(value).__name__}{shown}{hint}")
     return _NOT_SET
 
 
@@ -414,7 +466,7 @@ def _build(cls, data, where, ctx):
             known = ", ".join(sorted(fields))
             ctx.add(dotted, f"unknown key (known keys here: {known})")
             continue
-        value = _convert(value, hints[key], dotted, ctx)
+        value = _convert(value, hints[key], dotted, ctx, secret=not field.repr)
         if value is _NOT_SET:
             continue
         check = field.metadata.get("check")

@@ -49,7 +49,8 @@ __all__ = ["DataloggerProtocol", "ProxyFactory", "UpstreamProtocol"]
 FROM_DATALOGGER = "datalogger->server"
 TO_DATALOGGER = "server->datalogger"
 
-_REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
+_REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA,
+                               RecordType.METER_DATA, RecordType.METER_LOG})
 
 #: Session modes: relaying to the cloud, answering locally because the cloud
 #: is away, or answering locally because there is no cloud (upstream: none).
@@ -225,6 +226,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
     def garbageFromDatalogger(self, garbage):
         self.session.parse_errors += 1
         self.session.garbage_bytes += len(garbage.data)
+        self.session.saw_garbage(garbage)
         self.log.warn("datalogger {serial} from {peer}: {count} bytes are not a packet "
                       "({reason}); relayed unchanged",
                       serial=self.session.datalogger_serial, peer=self.session.peer,
@@ -407,6 +409,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
                 continue
             session.packets_out += 1
             session.bytes_out += len(item.raw)
+            session.saw_server_packet(item)
             self.transport.write(item.raw)
 
     def cloudCommandDropped(self, packet):

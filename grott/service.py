@@ -3,14 +3,16 @@ The service tree: what runs, wired together.
 
     grott (GrottService)
      +- logging    level, log file, per-datalogger files, secret masking
+     +- metrics    monitoring HTTP (grott.monitor): /metrics, /healthz, /readyz,
+     |             /stats; absent with metrics.listen: none
      +- plugins    plugin host: a bounded queue per plugin, thread pool, outputs
      +- proxy      datalogger listener (strports) -> per-datalogger upstream
      +- stats      the session report on SIGUSR1
-     +- command    the admin socket (LineReceiver)
+     +- command    the admin socket (grott.commands); absent with command.listen: none
 
 Children stop in reverse: the proxy stops taking data before the plugins
-drain, and logging closes last.
-     +- command    the admin socket (grott.commands); absent with command.listen: none
+drain, the monitoring endpoint answers until both have stopped, and logging
+closes last.
 
 This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
@@ -28,15 +30,22 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import CannotListenError
 
 from grott import limits
-from grott.commands import CommandDispatcher, CommandFactory
+from grott.commands import CommandDispatcher, CommandFactory, is_loopback
 from grott.config import ConfigError
-from grott.logs import Logger, LoggingService, check_paths
+from grott.logs import Logger, LoggingService, bind_proxy_tracing, check_paths
+from grott.metrics import (
+    GrottCollector,
+    TimedEndpoint,
+    count_decoding,
+    metrics_registry,
+)
+from grott.monitor import check_ready, make_site
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
 from grott.proxy import ProxyFactory
 from grott.registers import Decoder, userconfig
 from grott.session import Registry
-from grott.stats import StatsService, report_lines
+from grott.stats import StatsService, report_data, report_lines
 
 __all__ = ["CannotStart", "GrottService", "ProxyService", "makeService", "probe_listeners"]
 
@@ -76,6 +85,11 @@ class GrottService(service.MultiService):
         try:
             service.MultiService.privilegedStartService(self)
         except CannotListenError as e:
+            # Logging took over grott's log at its privileged start: give
+            # the log back, for the one line that says why.
+            logging = self.namedServices.get("logging")
+            if logging is not None:
+                logging.stopService()
             raise _cannot_listen(e.interface, e.port, e.socketError) from None
 
     @defer.inlineCallbacks
@@ -103,8 +117,9 @@ def probe_listeners(config):
     """
     from twisted.internet.testing import MemoryReactor
     listens = [config.proxy.listen]
-    if config.command.listen != "none":
-        listens.append(config.command.listen)
+    for other in (config.command.listen, config.metrics.listen):
+        if other != "none":
+            listens.append(other)
     for description in listens:
         memory = MemoryReactor()
         strports.service(description, None, reactor=memory).privilegedStartService()
@@ -201,8 +216,8 @@ def makeDecoder(config):
 def problems(config):
     """
     What the config loader cannot check alone: the register definitions,
-    families and DTC filter (each entry on its own), and the files the
-    C{log:} section names.  One line per problem, naming file, key and line.
+    families and DTC filter (each entry on its own), the files the C{log:}
+    section names, and the admin socket's exposure (L{check_command}).  One line per problem, naming file, key and line.
     """
     found = []
     for dotted, message in userconfig.problems(config.registers, config.dtc_filter,
@@ -212,7 +227,67 @@ def problems(config):
     for text in check_paths(config.log):
         dotted, _, problem = text.partition(": ")
         found.append(config.problem(dotted, problem))
+    try:
+        check_command(config)
+    except ConfigError as e:
+        found.extend(f"{p} (line {config.lines['command.listen']})"
+                     if "command.listen" in config.lines else p for p in e.problems)
     return found
+
+
+def check_command(config):
+    """
+    An admin socket that other hosts can reach needs C{command.token}:
+    without one anybody on the network could write inverter registers and
+    re-point the datalogger.  Raise L{ConfigError} otherwise.
+    """
+    c = config.command
+    if c.listen != "none" and not c.token and not is_loopback(c.listen):
+        raise ConfigError(f"{config.source}: command.token: required when command.listen "
+                          f"({c.listen}) is not a loopback address or a unix: socket")
+
+
+def _is_unix(description):
+    return description.split(":", 1)[0].lower() == "unix"
+
+
+def command_endpoint(command):
+    """
+    The admin socket's endpoint description: a C{unix:} socket gets
+    C{command.mode} (0600 by default) unless the description sets its own.
+    """
+    listen = command.listen
+    if _is_unix(listen) and ":mode=" not in listen:
+        listen = f"{listen}:mode={command.mode}"
+    return listen
+
+
+class PrivateListener(service.Service):
+    """
+    Wraps the admin socket's listener service: a C{unix:} socket is bound
+    under umask 0177, so it exists with mode 0600 from the first moment.
+    Twisted sets C{command.mode} only after bind(), and a local user who
+    connects in between would stay connected after the chmod.
+    """
+
+    def __init__(self, listener):
+        self.listener = listener
+
+    def privilegedStartService(self):
+        old = os.umask(0o177)
+        try:
+            self.listener.privilegedStartService()
+        finally:
+            os.umask(old)
+        service.Service.privilegedStartService(self)
+
+    def startService(self):
+        service.Service.startService(self)
+        self.listener.startService()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return self.listener.stopService()
 
 
 def validate(config):
@@ -228,19 +303,20 @@ def makeService(config, reactor):
     """
     Build the grott service tree for C{config} on C{reactor}.
     """
+    check_command(config)
     top = GrottService()
     top.setName("grott")
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
-    logging.setServiceParent(top)
+    # Until the proxy's factory takes logging.tracing itself (issue 14).
+    bind_proxy_tracing(logging.tracing)
     plugins = PluginHost(config, reactor)
     plugins.setName("plugins")
-    plugins.setServiceParent(top)
     registry = Registry()
     decoder = makeDecoder(config)
     proxyConfig = config.proxy
     upstream = None if proxyConfig.upstream == "none" else \
-        clientFromString(reactor, proxyConfig.upstream)
+        TimedEndpoint(clientFromString(reactor, proxyConfig.upstream), registry.totals, reactor)
     commands = CommandDispatcher(registry, reactor, timeout=config.command.timeout)
     factory = ProxyFactory(
         upstream, registry, reactor,
@@ -249,7 +325,8 @@ def makeService(config, reactor):
         connect_timeout=config.proxy.connect_timeout,
         idle_timeout=config.proxy.idle_timeout,
         pending_limit=config.proxy.pending_limit,
-        decode=decoder.decode,
+        decode=count_decoding(decoder.decode, registry.totals,
+                              partial(_family_of, registry)),
         on_record=plugins.deliver,
         fallback=proxyConfig.upstream_fallback,
         retry_max=proxyConfig.retry_max,
@@ -260,23 +337,66 @@ def makeService(config, reactor):
     )
     proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
     proxy.setName("proxy")
-    proxy.setServiceParent(top)
+
+    extra = [commands.report_lines, partial(plugin_lines, plugins)]
 
     def report():
-        return report_lines(registry, reactor.seconds(),
-                            extra=[commands.report_lines, partial(plugin_lines, plugins)])
+        return report_lines(registry, reactor.seconds(), extra=extra)
+
+    def report_json():
+        data = report_data(registry, reactor.seconds())
+        data["commands"] = commands.report()
+        data["plugins"] = plugins.stats()
+        return data
 
     stats = StatsService(report, reactor)
     stats.setName("stats")
+
+    # Children start in this order and stop in reverse: logging closes last,
+    # and the monitoring endpoint answers (503 on /readyz) until the
+    # proxy and the plugins have stopped.
+    logging.setServiceParent(top)
+    if config.metrics.listen != "none":
+        collector = GrottCollector(registry, reactor, commands=commands,
+                                   plugins=plugins.stats,
+                                   capacity=lambda: factory.max_dataloggers)
+
+        def readiness():
+            return check_ready(top.running and proxy.running, factory.numPorts > 0,
+                               plugins.stats())
+
+        site = make_site(metrics_registry(collector), readiness, report_json,
+                         token=config.metrics.token, listen=config.metrics.listen,
+                         reactor=reactor)
+        monitoring = strports.service(config.metrics.listen, site, reactor=reactor)
+        monitoring.setName("metrics")
+        monitoring.setServiceParent(top)
+    plugins.setServiceParent(top)
+    proxy.setServiceParent(top)
     stats.setServiceParent(top)
     if config.command.listen != "none":
         # strports: a command port in use stops start-up like the proxy's.
-        admin = strports.service(config.command.listen,
-                                 CommandFactory(commands, report, listen=config.command.listen),
-                                 reactor=reactor)
+        c = config.command
+        adminFactory = CommandFactory(commands, report, listen=c.listen, clock=reactor,
+                                      idle_timeout=c.idle_timeout, rate=c.rate_limit,
+                                      token=c.token)
+        extra.insert(0, adminFactory.report_lines)
+        admin = strports.service(command_endpoint(c), adminFactory, reactor=reactor)
+        if _is_unix(c.listen):
+            admin = PrivateListener(admin)
         admin.setName("command")
         admin.setServiceParent(top)
     top.commands = commands
     top.registry = registry
     top.report = report
+    top.report_json = report_json
     return top
+
+
+def _family_of(registry, packet):
+    """
+    The inverter family last decoded for C{packet}'s datalogger, if any:
+    what a decode error is counted under.
+    """
+    session = registry.by_serial(packet.datalogger_serial)
+    return session.family if session is not None else None

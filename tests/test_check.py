@@ -20,6 +20,8 @@ proxy:
   upstream: "tcp:127.0.0.1:1"
 command:
   listen: none
+metrics:
+  listen: none
 log:
   to: file
   file: {tmp}/grott.log
@@ -88,8 +90,8 @@ class CheckTests(_CheckCase):
         status, _, err = self.run_check(path)
         self.assertEqual(status, 1)
         self.assertEqual(err.splitlines(), [
-            f"{path}: log.file: {blocker} is not a directory (line 9)",
-            f"{path}: log.directory: {blocker} is not a directory (line 11)",
+            f"{path}: log.file: {blocker} is not a directory (line 11)",
+            f"{path}: log.directory: {blocker} is not a directory (line 13)",
             f"{path}: 2 problems",
         ])
 
@@ -198,8 +200,8 @@ class EveryProblemTests(_CheckCase):
         status, _, err = self.run_check(path)
         self.assertEqual(status, 1)
         self.assertEqual(err.splitlines()[0],
-                         f"{path}: log.level: duplicate key (first at line 12; YAML keeps only "
-                         f"the last, silently dropping the first) (line 13)")
+                         f"{path}: log.level: duplicate key (first at line 14; YAML keeps only "
+                         f"the last, silently dropping the first) (line 15)")
 
     def test_dtcFilterNames(self):
         good = GOOD + ("registers:\n  - {{name: mine, register: 200}}\n"
@@ -224,7 +226,7 @@ class EveryProblemTests(_CheckCase):
         lines = err.splitlines()
         self.assertEqual(lines[-1], f"{path}: 2 problems")
         self.assertIn("broken.py failed to import and is skipped: ModuleNotFoundError: "
-                      "No module named 'no_such_module_anywhere' (line 12)", lines[0])
+                      "No module named 'no_such_module_anywhere' (line 14)", lines[0])
         self.assertTrue(lines[0].startswith(f"{path}: plugins: plugin file "), lines[0])
         self.assertIn("is not a usable plugin", lines[1])
         self.assertIn("data", lines[1])
@@ -273,7 +275,7 @@ class JsonlPathTests(_CheckCase):
         self.assertEqual(status, 1)
         self.assertEqual(err.splitlines()[0],
                          f"{path}: outputs.jsonl.path: cannot create {blocker}/sub/records.jsonl: "
-                         f"{blocker} is not a directory (line 14)")
+                         f"{blocker} is not a directory (line 16)")
         # Start-up goes on (the output retries): only the check says so.
         from grott.config import load_config
         from grott.service import validate
@@ -283,3 +285,24 @@ class JsonlPathTests(_CheckCase):
         path = self.write(GOOD + "outputs:\n  jsonl:\n    path: {tmp}/new/dir/records.jsonl\n")
         self.assertEqual(self.run_check(path)[0], 0)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "new")))
+
+
+class PluginSecretTests(_CheckCase):
+    def test_pluginErrorTextIsMasked(self):
+        plugins = os.path.join(self.tmp, "plugins")
+        os.makedirs(plugins)
+        with open(os.path.join(plugins, "leaky.py"), "w") as f:
+            f.write("from zope.interface import implementer\n"
+                    "from grott.interfaces import IConfigurablePlugin\n"
+                    "@implementer(IConfigurablePlugin)\n"
+                    "class Factory:\n    name = 'leaky'\n"
+                    "    def makePlugin(self, settings, reactor):\n"
+                    "        raise ValueError('cannot log in with ' + settings['password'])\n"
+                    "factory = Factory()\n")
+        path = self.write(GOOD + f"plugins:\n  directory: {plugins}\n  enabled: [leaky]\n"
+                                 f"  settings:\n    leaky: {{{{password: 'hunter2-long'}}}}\n")
+        status, _, err = self.run_check(path)
+        self.flushLoggedErrors(ValueError)
+        self.assertEqual(status, 1, err)
+        self.assertIn("could not be set up", err)
+        self.assertNotIn("hunter2-long", err)

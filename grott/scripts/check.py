@@ -9,10 +9,12 @@ Beyond loading the file (types, unknown and duplicate keys, endpoint
 strings) and what start-up checks (register definitions, DTC filter names,
 log file directories), it builds the whole service tree on a MemoryReactor,
 without starting it or touching the network, to catch wiring errors
-(unknown plugin names...).  What building logs as a warning or error about
-plugins (a plugin file that fails to import, an object that does not
-provide the plugin interface, settings for a plugin that does not exist)
-is a problem too: start-up only logs it, but a check should not say OK.
+(unknown plugin names...).  What building logs as an error about plugins (a
+plugin file that fails to import, an object that does not provide the
+plugin interface) is a problem too: start-up only logs it, but a check
+should not say OK.  Warnings (a secret too short to mask, a file others can
+read while it holds secrets, settings for a plugin that is not there) go to
+standard error as "PATH: warning: ..." and do not fail it.
 """
 
 import re
@@ -25,6 +27,7 @@ from grott import logs
 from grott.config import ConfigError, load_config
 from grott.outputs import jsonl
 from grott.scripts import _options
+from grott.secrets import Secrets, secret_warnings, secrets_in
 
 
 class Options(_options.Options):
@@ -40,24 +43,35 @@ class Options(_options.Options):
 
 class _PluginProblems:
     """
-    Collects what the plugin loader logs at warn or worse while the tree is
-    built, as problem lines about C{plugins.directory}.
+    Collects what the plugin loader logs while the tree is built: errors (a
+    plugin file that fails to import, an object that does not provide the
+    plugin interface) as problems, warnings (settings for a plugin that is
+    not there, a class without an instance) as warnings; each names
+    C{plugins} and its line.
     """
 
     def __init__(self, config):
         self.config = config
         self.found = []
+        self.warned = []
+        # A plugin's own error text may quote its settings.
+        self.secrets = Secrets(secrets_in(config))
 
     def __call__(self, event):
         if not event.get("log_namespace", "").startswith("grott.pluginloader"):
             return
-        if event.get("log_level", LogLevel.info) < LogLevel.warn:
+        level = event.get("log_level", LogLevel.info)
+        if level < LogLevel.warn:
             return
         text = formatEvent(event)
         failure = event.get("log_failure")
         if failure is not None:
             text += f": {failure.type.__name__}: {failure.getErrorMessage()}"
-        self.found.append(self.config.problem("plugins", " ".join(text.split())))
+        line = self.config.problem("plugins", self.secrets.mask(" ".join(text.split())))
+        if level >= LogLevel.error:
+            self.found.append(line)
+        else:
+            self.warned.append(line.replace(": plugins: ", ": warning: plugins: ", 1))
 
 
 def problems_in(path, build=None):
@@ -66,13 +80,23 @@ def problems_in(path, build=None):
     file; an empty list if it is fine.  C{build(config, reactor)} makes the
     service tree (default: L{grott.service.makeService}).
     """
+    return check(path, build)[0]
+
+
+def check(path, build=None):
+    """
+    (problems, warnings) of the configuration at C{path}: problems stop
+    grott from starting; warnings (a weak secret, a file others can read
+    while it holds secrets) do not.  Both are lines naming the file, and
+    neither ever contains a secret.  Every problem is listed, in file order.
+    """
     from grott import service
     try:
         config = load_config(path)
         problems = []
     except ConfigError as e:
         if e.config is None:
-            return e.problems
+            return e.problems, []
         # Go on with what could be read: every problem in one run.
         config, problems = e.config, list(e.problems)
     problems += service.problems(config)
@@ -98,7 +122,8 @@ def problems_in(path, build=None):
         problems.append(f"{path}: cannot build the service: {type(e).__name__}: {e}")
     finally:
         logs.publisher.removeObserver(plugins)
-    return _in_file_order(problems + plugins.found)
+    warnings = [f"{path}: warning: {w}" for w in secret_warnings(config, path)]
+    return _in_file_order(problems + plugins.found), warnings + plugins.warned
 
 
 _LINE = re.compile(r"\(line (\d+)\)$")
@@ -118,7 +143,9 @@ def main(options, stdout=None, stderr=None, build=None):
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     path = options["config"]
-    problems = problems_in(path, build)
+    problems, warnings = check(path, build)
+    for warning in warnings:
+        stderr.write(warning + "\n")
     if not problems:
         stdout.write(f"{path}: OK\n")
         return 0

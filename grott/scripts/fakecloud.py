@@ -17,9 +17,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
-from grott.fakecloud import FakeCloud
 from grott.scripts import _options
 from grott.scripts._running import begin_logging, react_main
+from grott.testing.fakecloud import FakeCloud
 
 
 class Options(_options.Options):
