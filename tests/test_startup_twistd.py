@@ -72,7 +72,8 @@ class BusyPortTests(TestCase):
                              "grott", "--config", cfg)
         self.assertEqual(await proc.ended, (1, None))
         self.assertIn(b"grott: cannot listen on " + missing.encode(), proc.err)
-        self.assertFalse(os.path.exists(self.pidfile))
+        # twistd tells the parent first, then removes the pidfile.
+        await self.until(lambda: not os.path.exists(self.pidfile), "the pidfile to go")
         # The daemon writes the line as it exits, maybe after the parent.
         line = f"grott: cannot listen on {missing}: No such file or directory"
         await self.until(lambda: line in _twistd.TwistdTests.read(self, "twistd.log"),
