@@ -18,12 +18,21 @@ annotation (and C{metadata["check"]} for finer rules).
 
 import dataclasses
 import os
+import re
 import typing
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "config_from_dict", "config_from_string", "load_config",
-           "problem_line"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "config_from_dict",
+    "config_from_string",
+    "in_file_order",
+    "load_config",
+    "problem_line",
+    "without_line",
+]
 
 
 class ConfigError(Exception):
@@ -404,6 +413,25 @@ def problem_line(source, dotted, problem, lines=None):
     line = (lines or {}).get(dotted)
     at = f" (line {line})" if line else ""
     return f"{source}: {dotted or 'top level'}: {problem}{at}"
+
+
+_LINE = re.compile(r"\(line (\d+)\)$")
+
+
+def in_file_order(problems):
+    """
+    Problem lines sorted by the line they name (stable; lines naming none
+    first), so a list from several checks reads top to bottom.
+    """
+    def line(problem):
+        match = _LINE.search(problem)
+        return int(match.group(1)) if match else 0
+    return sorted(problems, key=line)
+
+
+def without_line(problem):
+    """A problem line without its C{(line N)}: the same problem, found twice."""
+    return _LINE.sub("", problem).rstrip()
 
 
 def _type_ok(value, tp):

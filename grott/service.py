@@ -31,7 +31,7 @@ from twisted.internet.error import CannotListenError
 
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory, is_loopback
-from grott.config import ConfigError
+from grott.config import ConfigError, in_file_order
 from grott.logs import Logger, LoggingService, bind_proxy_tracing, check_paths
 from grott.metrics import (
     GrottCollector,
@@ -296,7 +296,7 @@ def validate(config):
     """
     found = problems(config)
     if found:
-        raise ConfigError(*found)
+        raise ConfigError(*in_file_order(found))
 
 
 def makeService(config, reactor):

@@ -9,7 +9,7 @@ C{makeService}, which twistd also calls before it forks).
 
 from twisted.python import usage
 
-from grott.config import ConfigError, load_config
+from grott.config import ConfigError, in_file_order, load_config
 
 
 class Options(usage.Options):
@@ -27,7 +27,7 @@ class Options(usage.Options):
         except ConfigError as e:
             if e.config is not None:
                 # Loading failed: list what start-up would check next too.
-                e = ConfigError(*e.problems, *problems(e.config))
+                e = ConfigError(*in_file_order(e.problems + problems(e.config)))
             # Not UsageError: twistd would print the whole option summary
             # before the one line that matters.  This exits with status 1,
             # before twistd daemonizes or binds anything.

@@ -264,6 +264,25 @@ class LoaderTests(SynchronousTestCase):
              f"'critical' (line 4)"),
         ])
 
+    def test_startupRefusesWhatCheckRefuses(self):
+        from grott import tap
+        tmp = os.path.abspath(self.mktemp())
+        os.makedirs(tmp)
+        path = os.path.join(tmp, "config.yaml")
+        with open(path, "w") as f:
+            f.write(f"log:\n  to: file\n  file: {tmp}/nowhere/grott.log\n"
+                    "dtc_filter:\n  5100: [pvpowerout, pvpowrout]\n")
+        e = self.assertRaises(SystemExit, tap.Options().parseOptions, ["--config", path])
+        lines = str(e.code).splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertEqual(lines[0], f"grott: {path}: log.file: the directory {tmp}/nowhere does "
+                                   f"not exist (create it, owned by the user grott runs as) "
+                                   f"(line 3)")
+        self.assertTrue(lines[1].startswith(f"grott: {path}: dtc_filter.5100: 'pvpowrout' is "
+                                            f"not the name of any register"), lines[1])
+        self.assertTrue(lines[1].endswith("(line 5)"), lines[1])
+        self.assertFalse(os.path.exists(os.path.join(tmp, "nowhere")))
+
 
 class JsonlPathTests(_CheckCase):
     def test_uncreatablePath(self):

@@ -17,14 +17,13 @@ read while it holds secrets, settings for a plugin that is not there) go to
 standard error as "PATH: warning: ..." and do not fail it.
 """
 
-import re
 import sys
 
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogLevel, formatEvent
 
 from grott import logs
-from grott.config import ConfigError, load_config
+from grott.config import ConfigError, in_file_order, load_config, without_line
 from grott.outputs import jsonl
 from grott.scripts import _options
 from grott.secrets import Secrets, secret_warnings, secrets_in
@@ -113,30 +112,17 @@ def check(path, build=None):
     try:
         build(config, MemoryReactor())
     except ConfigError as e:
-        known = {_LINE.sub("", p).rstrip() for p in problems}
+        known = {without_line(p) for p in problems}
         for problem in e.problems:
             line = problem if problem.startswith(f"{path}:") else f"{path}: {problem}"
-            if _LINE.sub("", line).rstrip() not in known:
+            if without_line(line) not in known:
                 problems.append(line)
     except Exception as e:  # noqa: BLE001 (any failure to build is the answer)
         problems.append(f"{path}: cannot build the service: {type(e).__name__}: {e}")
     finally:
         logs.publisher.removeObserver(plugins)
     warnings = [f"{path}: warning: {w}" for w in secret_warnings(config, path)]
-    return _in_file_order(problems + plugins.found), warnings + plugins.warned
-
-
-_LINE = re.compile(r"\(line (\d+)\)$")
-
-
-def _in_file_order(problems):
-    """
-    Sorted by the line they name (stable; those naming none stay first).
-    """
-    def line(problem):
-        match = _LINE.search(problem)
-        return int(match.group(1)) if match else 0
-    return sorted(problems, key=line)
+    return in_file_order(problems + plugins.found), warnings + plugins.warned
 
 
 def main(options, stdout=None, stderr=None, build=None):
