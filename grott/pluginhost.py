@@ -313,6 +313,7 @@ class PluginHost(service.Service):
         self.stop_timeout = config.plugins.stop_timeout
         self.stall_warning = config.plugins.stall_warning
         self.throttle = LogThrottle(reactor, self._summary, burst=1, interval=60.0)
+        self._shown = 0
         self._stall_check = None
         if plugins is None:
             loaded = pluginloader.load(config, reactor, package)
@@ -331,7 +332,8 @@ class PluginHost(service.Service):
                           thread=", runs in a thread" if runner.blocking else "")
         if not self.runners:
             self.log.info("no output is on: decoded records go nowhere (turn one on under "
-                          "outputs: in the config, or name a plugin in plugins.enabled)")
+                          "outputs: in the config, or name a plugin in plugins.enabled); "
+                          "the first {count} are shown in this log", count=self.SHOW_RECORDS)
 
     def _summary(self, key, count, seconds):
         kind, plugin = key
@@ -353,12 +355,37 @@ class PluginHost(service.Service):
         Queue C{record} for every plugin.  Called on the reactor thread for
         every decoded record; returns at once and never raises.
         """
+        if not self.runners:
+            self._show(record)
+            return
         for runner in self.runners:
             try:
                 runner.offer(packet, record)
             except Exception:  # noqa: BLE001 - the relay must never see a plugin problem
                 self.log.failure("queueing a record for plugin {plugin} failed",
                                  plugin=runner.name)
+
+    #: With no output on, this many records are logged at info, so a first
+    #: run shows that data arrives and decodes.
+    SHOW_RECORDS = 3
+
+    def _show(self, record):
+        if self._shown >= self.SHOW_RECORDS:
+            return
+        self._shown += 1
+        try:
+            values = record.values
+            units = record.units
+            sample = ", ".join(f"{name}={values[name]}{' ' if units.get(name) else ''}"
+                               f"{units.get(name, '')}" for name in list(values)[:6])
+            self.log.info(
+                "record {number} of the first {limit} (no output is on): datalogger {datalogger} "
+                "inverter {inverter}, {count} values: {sample}{more}", number=self._shown,
+                limit=self.SHOW_RECORDS, datalogger=record.datalogger_serial,
+                inverter=record.inverter_serial, count=len(values), sample=sample,
+                more=", ..." if len(values) > 6 else "")
+        except Exception:  # noqa: BLE001 - the relay must never see this fail
+            self.log.failure("showing a record failed")
 
     def stats(self):
         """

@@ -10,7 +10,7 @@ import threading
 
 from twisted.internet import defer, reactor
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import LogLevel
+from twisted.logger import LogLevel, formatEvent
 from twisted.trial import unittest
 
 from grott import logs
@@ -183,11 +183,23 @@ class IsolationTests(unittest.SynchronousTestCase):
         [again] = [e for e in events if "delivering again" in e["log_format"]]
         self.assertEqual(again["seconds"], 110)
 
-    def test_no_output_is_said(self):
+    def test_no_output_is_said_and_the_first_records_shown(self):
         events = _events(self)
-        _host(self, [], MemoryReactorClock())
-        [said] = [e for e in events if "no output is on" in e["log_format"]]
+        host = _host(self, [], MemoryReactorClock())
+        [said] = [e for e in events if "no output is on: " in e["log_format"]]
         self.assertEqual(said["log_level"], LogLevel.info)
+        pairs = numbered(5)
+        for pair in pairs:
+            host.deliver(*pair)
+        shown = [e for e in events if "(no output is on)" in e["log_format"]]
+        self.assertEqual([e["number"] for e in shown], [1, 2, 3])
+        record = pairs[0][1]
+        self.assertEqual((shown[0]["datalogger"], shown[0]["inverter"], shown[0]["count"]),
+                         (record.datalogger_serial, record.inverter_serial, len(record.values)))
+        first = next(iter(record.values))
+        unit = record.units.get(first)
+        self.assertIn(f"{first}={record.values[first]}" + (f" {unit}" if unit else ""),
+                      formatEvent(shown[0]))
 
     def test_deferred_and_coroutine_plugins_alongside_a_fast_one(self):
         clock = MemoryReactorClock()
