@@ -543,12 +543,6 @@ def config_from_dict(data, source="<config>"):
     return _config(data, _Where(source))
 
 
-class _Loader(yaml.SafeLoader):
-    """
-    The safe loader, also noting where each key is (L{_marks}).
-    """
-
-
 def _marks(node, path, ctx, dropped):
     """
     Walk the composed YAML tree before it is constructed: note the line
@@ -587,7 +581,7 @@ def config_from_string(text, source="<config>"):
     the L{ConfigError}.
     """
     ctx = _Where(source)
-    loader = _Loader(text)
+    loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         dropped = []
