@@ -14,7 +14,9 @@ from grott.config import ConfigError, in_file_order, load_config
 
 class Options(usage.Options):
     synopsis = "[options]"
-    longdesc = "Relay Growatt dataloggers to the cloud and decode their data locally."
+    longdesc = ("Relay Growatt dataloggers to the cloud and decode their data locally.  "
+                "Check a configuration with `grott check --config FILE`; `grott --help` "
+                "lists the other tools.")
     optParameters = [
         ["config", "c", "config.yaml", "Path to the configuration file."],
     ]
