@@ -129,6 +129,7 @@ class JsonlOutput:
         self._size += len(line)
 
     def data(self, packet, record, log):
+        log = log or self.log
         line = jsonenc.line(record.as_dict(), self._dumps)
         try:
             if self._fd is not None and self._moved():
