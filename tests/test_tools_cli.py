@@ -6,7 +6,9 @@ subprocess where what matters is what reaches the terminal.
 """
 
 import io
+import json
 import os
+import re
 import socket
 import sys
 
@@ -132,3 +134,83 @@ class SimulateTests(TestCase):
              "other side: Connection refused.; retrying every 5 s"),
             "grott simulate: no datalogger could connect to tcp:127.0.0.1:5279",
         ])
+
+
+class ReadmeRecipeTests(TestCase):
+    """
+    README's "End to end on one machine", as three processes: the fake
+    cloud, grott under twistd with proxy.upstream pointing at it, and the
+    simulator pointed at grott (free ports instead of 5280 and 5279).
+    """
+
+    timeout = 120
+
+    until = _twistd.TwistdTests.until
+
+    def spawn(self, *args):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [_twistd.REPO, env.get("PYTHONPATH")] if p)
+        proc = _twistd.Twistd()
+        transport = _reactor().spawnProcess(proc, sys.executable, [sys.executable, *args],
+                                            env=env, path=self.tmp)
+
+        def stop():
+            if not proc.done:
+                transport.signalProcess("TERM")
+                return proc.ended
+            return None
+        self.addCleanup(stop)
+        return proc, transport
+
+    def jsonl(self):
+        try:
+            with open(os.path.join(self.tmp, "grott.jsonl"), encoding="utf-8") as f:
+                return [json.loads(line) for line in f]
+        except FileNotFoundError:
+            return []
+
+    def test_recipe(self):
+        self.tmp = os.path.abspath(self.mktemp())
+        os.makedirs(self.tmp)
+        with open(os.path.join(self.tmp, "e2e.yaml"), "w", encoding="utf-8") as f:
+            f.write('proxy:\n  listen: "tcp:0:interface=127.0.0.1"\n'
+                    '  upstream: "tcp:127.0.0.1:{cloud}"\n'
+                    'command:\n  listen: none\nmetrics:\n  listen: none\n'
+                    'outputs:\n  jsonl:\n    path: grott.jsonl\n')
+        return defer.ensureDeferred(self.recipe())
+
+    def fill_in(self, name, **values):
+        path = os.path.join(self.tmp, name)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text.format(**values))
+
+    async def recipe(self):
+
+        cli = "from grott.cli import main; main()"
+        cloud, _ = self.spawn("-c", cli, "fake-cloud", "-v", "--listen",
+                              "tcp:0:interface=127.0.0.1")
+        await self.until(lambda: b"listening on 127.0.0.1:" in cloud.err, "the cloud", cloud)
+        cloud_port = int(cloud.err.split(b"listening on 127.0.0.1:")[1].split()[0])
+        self.fill_in("e2e.yaml", cloud=cloud_port)
+        grott, _ = self.spawn("-c", _twistd.TWISTD, "-n", "--pidfile=", "grott",
+                              "--config", "e2e.yaml")
+        started = rb"ProxyFactory starting on (\d+)"
+        await self.until(lambda: re.search(started, grott.out), "grott", grott)
+        port = int(re.search(started, grott.out).group(1))
+        sim, _ = self.spawn("-c", cli, "simulate", "--target", f"tcp:127.0.0.1:{port}",
+                            "--count", "2", "--records", "3", "--flood", "--reconnect", "0")
+        self.assertEqual(await sim.ended, (0, None), sim.err)
+        report = json.loads(sim.out)
+        self.assertEqual(report["sent"], {"announce": 2, "data": 6})
+        self.assertEqual(report["acked"], report["sent"])
+        self.assertEqual(report["connections"], 2)
+        lines = self.jsonl
+        # grott writes in its plugin thread: maybe just after the last ack.
+        await self.until(lambda: len(lines()) == 8, "8 records in grott.jsonl", grott)
+        self.assertEqual({line["datalogger_serial"] for line in lines()},
+                         {"SIM0000001", "SIM0000002"})
+        await self.until(lambda: cloud.err.count(b" closed (datalogger SIM") == 2,
+                         "the cloud's connection lines", cloud)
+        self.assertEqual(cloud.err.count(b"fake cloud: connection from "), 4)  # opened, closed
