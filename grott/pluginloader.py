@@ -213,12 +213,19 @@ def _scan(module, filename):
         candidate = _candidate(value, f"file {filename} ({attr})")
         if candidate is not None:
             found.append(candidate)
+    forgotten = False
     for attr, cls in classes:
         if not any(issubclass(t, cls) for t in instances_of) and cls.__module__ == module.__name__:
+            forgotten = True
             log.warn(  # noqa: G010 (twisted.logger has no warning())
                 "plugin file {path}: class {cls} implements a plugin interface but no "
                 "instance of it is defined at module level (add e.g. "
                 "plugin = {cls}())", path=filename, cls=attr)
+    if not instances_of and not forgotten:
+        # Helpers are named _*.py; anything else here is meant as a plugin.
+        log.error("plugin file {path} provides no plugin: no module-level object provides "
+                  "IGrottPlugin or IConfigurablePlugin (declare it with @implementer; "
+                  "name helper files _*.py)", path=filename)
     return found
 
 

@@ -219,12 +219,20 @@ class EveryProblemTests(_CheckCase):
                     "@implementer(IGrottPlugin)\n"
                     "class Half:\n    name = 'half'\n"
                     "half = Half()\n")
+        with open(os.path.join(plugins, "notes.py"), "w") as f:
+            f.write("class Forgot:\n    name = 'forgot'\n    def data(self, *a):\n        pass\n"
+                    "plugin = Forgot()\n")
+        with open(os.path.join(plugins, "_helper.py"), "w") as f:
+            f.write("HELPER = 1\n")
         path = self.write(GOOD + f"plugins:\n  directory: {plugins}\n")
         status, _, err = self.run_check(path)
         self.flushLoggedErrors(ImportError)
         self.assertEqual(status, 1, err)
         lines = err.splitlines()
-        self.assertEqual(lines[-1], f"{path}: 2 problems")
+        self.assertEqual(lines[-1], f"{path}: 3 problems")
+        self.assertIn("notes.py provides no plugin: no module-level object provides "
+                      "IGrottPlugin", lines[2])
+        self.assertNotIn("_helper", err)
         self.assertIn("broken.py failed to import and is skipped: ModuleNotFoundError: "
                       "No module named 'no_such_module_anywhere' (line 14)", lines[0])
         self.assertTrue(lines[0].startswith(f"{path}: plugins: plugin file "), lines[0])
