@@ -13,7 +13,7 @@ from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
 __all__ = [
-    "DeliveryFailed", "IBlockingPlugin", "IConfigurablePlugin", "IGrottPlugin",
+    "DeliveryFailed", "IBlockingPlugin", "IConfigurablePlugin", "IGrottObserver", "IGrottPlugin",
     "IGrottPluginService",
 ]
 
@@ -128,4 +128,41 @@ class IConfigurablePlugin(IPlugin):
         @return: an L{IGrottPlugin} provider with the same C{name}.
         @raise Exception: when the settings are unusable; the message is
             logged and the plugin skipped.
+        """
+
+
+class IGrottObserver(Interface):
+    """
+    A plugin that follows dataloggers as they come and go, and shows
+    grott's own numbers (the mqtt output's availability and grott device).
+    Called on the reactor thread; not for blocking plugins.
+    """
+
+    def watchGrott(registry, status):
+        """
+        Called once before start with the live L{grott.session.Registry}
+        (read it, never change it) and C{status()}, returning a dict of
+        grott's counters (C{dataloggers}, C{local_acks}, C{records_dropped},
+        C{cloud_reachable}: True, False or None when unknown).
+        """
+
+    def dataloggerConnected(session):
+        """
+        A datalogger made itself known (its serial is in C{session}).
+        """
+
+    def dataloggerDisconnected(session):
+        """
+        That datalogger's connection ended (and no newer one replaced it).
+        """
+
+    def reportLines():
+        """
+        Lines for the stats report (C{stats}, SIGUSR1).
+        """
+
+    def reportData():
+        """
+        The same as a JSON-able dict (the monitoring endpoint's C{/stats},
+        under C{observers.NAME}).
         """
