@@ -26,9 +26,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from grott import pluginloader
-from grott.interfaces import DeliveryFailed
+from grott.interfaces import DeliveryFailed, IRecordSink
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
 
@@ -290,6 +291,7 @@ def _connected(plugin):
     return connected if isinstance(connected, bool) else None
 
 
+@implementer(IRecordSink)
 class PluginHost(service.Service):
     """
     Finds the plugins at construction, starts them (and the thread pool)
@@ -349,6 +351,12 @@ class PluginHost(service.Service):
         else:
             self.log.info("plugin {plugin} caught up {count} more time(s) in the last "
                           "{seconds:.0f} s", plugin=plugin, count=count, seconds=seconds)
+
+    def wantsRecords(self):
+        """
+        Whether any plugin is enabled: without one the relay skips decoding.
+        """
+        return bool(self.runners)
 
     def deliver(self, packet, record):
         """
