@@ -7,7 +7,6 @@ import json
 import os
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.trial import unittest
 
@@ -208,13 +207,12 @@ class JsonlHostTroubleTests(unittest.TestCase):
             events = EventLoggingObserver.createWithCleanup(self, logs.publisher)
             for pair in pairs[:3]:
                 host.deliver(*pair)
-            while host.stats()[0]["failed"] < 3:
-                await deferLater(reactor, 0.01, lambda: None)
+            await plugins_idle(host)
+            self.assertEqual(host.stats()[0]["failed"], 3)
             os.remove(path)
             for pair in pairs[3:]:
                 host.deliver(*pair)
-            while host.stats()[0]["delivered"] < 2:
-                await deferLater(reactor, 0.01, lambda: None)
+            await plugins_idle(host)
             await host.stopService()
             stats = host.stats()[0]
             self.assertEqual((stats["delivered"], stats["failed"], stats["state"]),
