@@ -1,5 +1,6 @@
 """
-The `grott` console script: small tools around the service.
+The `grott` console script: small tools around the service (which itself
+runs as `twistd grott`, see L{grott.tap}).
 
     grott decode HEX...      show what a packet says
     grott check --config F   validate a configuration (exit 0 or 1)
@@ -16,6 +17,8 @@ import sys
 
 from twisted.python import usage
 
+from grott.scripts import _options
+
 #: name -> (module, one-line help)
 SUBCOMMANDS = {
     "decode": ("grott.scripts.decode", "Decode Growatt packets given as hex (arguments or stdin)."),
@@ -25,8 +28,28 @@ SUBCOMMANDS = {
 }
 
 
-class Options(usage.Options):
-    synopsis = "grott <command> [options]"
+class Options(_options.Options):
+    #: After the commands: where the service itself is (not wrapped).
+    epilog = """
+These are the tools around grott.  The service itself runs under twistd:
+  twistd -n grott --config config.yaml    foreground, logging to the terminal
+  twistd grott --config config.yaml       daemonized (twistd.pid, twistd.log)
+  twistd grott --help                     the service's own options
+  twistd -ny $(python -m grott.tac)       from the application file (GROTT_CONFIG)
+"""
+
+    def getUsage(self, width=None):
+        text = usage.Options.getUsage(self, width)
+        if getattr(self, "subOptions", None) is None:
+            text += self.epilog
+        return text
+
+    def getSynopsis(self):
+        # A subcommand's usage line starts with this: "Usage: grott check
+        # [--config PATH]", not the whole top-level synopsis.
+        if self.subCommand is not None:
+            return "Usage: grott"
+        return "Usage: grott COMMAND [options]   (grott COMMAND --help for a command's options)"
 
     @property
     def subCommands(self):

@@ -1,11 +1,14 @@
 """
 config.yaml to frozen dataclasses.
 
-The file is read once with C{yaml.safe_load} and checked against the
-dataclasses below: an unknown key, a value of the wrong type or an endpoint
-string Twisted cannot parse is one L{ConfigError} naming the file and the
-dotted key (C{config.yaml: proxy.upstream: ...}), so a typo stops start-up
-with a sentence instead of a traceback or, worse, a silently ignored setting.
+The file is read once with PyYAML's safe loader, noting the line of every
+key, and checked against the dataclasses below: an unknown key, a duplicate
+key, a value of the wrong type or an endpoint string Twisted cannot parse is
+one line of a L{ConfigError} naming the file, the dotted key and its line
+(C{config.yaml: proxy.upstream: ... (line 3)}), so a typo stops start-up
+with a sentence instead of a traceback or, worse, a silently ignored
+setting.  All the problems of a file are found in one pass, as
+C{grott check} promises.
 
 Defaults live here and are restated, with comments, in the shipped
 config.yaml; a test loads that file so the two cannot drift apart.  To add a
@@ -15,17 +18,38 @@ annotation (and C{metadata["check"]} for finer rules).
 
 import dataclasses
 import os
+import re
 import typing
 
 import yaml
 
-__all__ = ["ConfigError", "Config", "load_config", "config_from_string", "config_from_dict"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "config_from_dict",
+    "config_from_string",
+    "in_file_order",
+    "load_config",
+    "problem_line",
+    "without_line",
+]
 
 
 class ConfigError(Exception):
     """
     The configuration cannot be used; the message says where and why.
+
+    @ivar problems: each problem as one line (C{FILE: key: problem (line
+        N)}); the message is these lines joined.
+    @ivar config: for a file that could be parsed, the L{Config} with the
+        wrong keys left at their defaults (else None).
     """
+
+    config = None
+
+    def __init__(self, *problems):
+        Exception.__init__(self, "\n".join(problems))
+        self.problems = list(problems)
 
 
 # ---------------------------------------------------------------- checks
@@ -279,16 +303,21 @@ def _topic(value, allow_empty=False):
 class PluginsConfig:
     #: Python files here are scanned for IGrottPlugin providers.
     directory: str = _field("plugins")
-    #: Plugin names to run ("all" runs every plugin found).
-    enabled: typing.Union[list, str] = _field("all", _enabled)
+    #: Third-party plugin names to run: opt-in, so a file dropped in the
+    #: directory does nothing until named here ("all" runs every one found).
+    #: The built-in outputs are turned on by their outputs: section instead.
+    enabled: typing.Union[list, str] = _field([], _enabled)
     #: Plugin names never to run.
     disabled: list = _field([], _names)
     #: Per-plugin settings, by plugin name.
     settings: dict = _field({})
     #: Records held per plugin while it is busy; beyond this they are dropped.
     queue_size: int = _field(1000, _positive)
-    #: Seconds shutdown waits for plugin queues to drain (and again for stop hooks).
-    stop_timeout: float = _field(10.0, _non_negative)
+    #: Seconds shutdown waits for the plugins in all: queues to drain, then
+    #: stop hooks (which get at least 1 s); what is left is dropped and counted.
+    stop_timeout: float = _field(5.0, _non_negative)
+    #: Warn when a plugin's delivery in flight takes this long (0: never).
+    stall_warning: float = _field(60.0, _non_negative)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,12 +432,87 @@ class Config:
     #: Device type code -> register numbers or names to extract.
     dtc_filter: dict = _field({})
     source: str = dataclasses.field(default="<defaults>", compare=False)
+    #: Dotted key -> line in C{source}, for messages (see L{Config.problem}).
+    lines: dict = dataclasses.field(default_factory=dict, compare=False,
+                                    metadata={"internal": True})
+
+    def problem(self, dotted, problem):
+        """
+        C{problem} with C{dotted} key, as one line naming the file and the
+        key's line (for checks made after loading).
+        """
+        return problem_line(self.source, dotted, problem, self.lines)
+
+
+#: Config fields that are not keys of the file.
+_INTERNAL = ("source", "lines")
 
 
 # ---------------------------------------------------------------- loading
 
 _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number",
                str: "a string", list: "a list", dict: "a mapping"}
+
+
+class _Where:
+    """
+    Where the values of one file came from, and the problems found so far.
+
+    C{lines} maps a dotted key (C{proxy.listen}, C{registers[2].name}) to
+    its line in the file and C{texts} a scalar's text as typed, so that
+    C{protocol: 5} can be taken as the string "5".  Both are empty for data
+    that did not come from a file.
+    """
+
+    def __init__(self, source, lines=None, texts=None):
+        self.source = source
+        self.lines = lines or {}
+        self.texts = texts or {}
+        self.problems = []
+        #: (dotted key, value) of sections a duplicate key made YAML drop.
+        self.dropped = []
+
+    def add(self, dotted, problem, line=None):
+        line = self.lines.get(dotted) if line is None else line
+        self.problems.append((line or 0, problem_line(self.source, dotted, problem,
+                                                      {dotted: line})))
+
+    def error(self):
+        """
+        The L{ConfigError} listing the problems in file order, or None.
+        """
+        if self.problems:
+            return ConfigError(*(text for _, text in sorted(self.problems, key=lambda p: p[0])))
+        return None
+
+
+def problem_line(source, dotted, problem, lines=None):
+    """
+    One problem in the project's one-line style:
+    C{FILE: dotted.key: problem (line N)}.
+    """
+    line = (lines or {}).get(dotted)
+    at = f" (line {line})" if line else ""
+    return f"{source}: {dotted or 'top level'}: {problem}{at}"
+
+
+_LINE = re.compile(r"\(line (\d+)\)$")
+
+
+def in_file_order(problems):
+    """
+    Problem lines sorted by the line they name (stable; lines naming none
+    first), so a list from several checks reads top to bottom.
+    """
+    def line(problem):
+        match = _LINE.search(problem)
+        return int(match.group(1)) if match else 0
+    return sorted(problems, key=line)
+
+
+def without_line(problem):
+    """A problem line without its C{(line N)}: the same problem, found twice."""
+    return _LINE.sub("", problem).rstrip()
 
 
 def _type_ok(value, tp):
@@ -421,72 +525,161 @@ def _type_ok(value, tp):
     return isinstance(value, tp)
 
 
-def _convert(value, tp, where, secret=False):
+_NOT_SET = object()
+
+
+def _convert(value, tp, where, ctx, secret=False):
     """
-    Check C{value} against the annotation C{tp}; return it (floats as float).
-    A C{secret} value is never echoed in the error (grott check prints it).
+    Check C{value} against the annotation C{tp}; return it (floats as
+    float), or C{_NOT_SET} after recording the problem in C{ctx}.  A
+    C{secret} value is never echoed in the problem (grott check prints it).
     """
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
+        return _build(tp, value, where, ctx)
     options = typing.get_args(tp) if typing.get_origin(tp) is typing.Union else (tp,)
     for option in options:
         if _type_ok(value, option):
             return float(value) if option is float else value
+    if str in options and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # What YAML users type: `protocol: 5` is the string "5" to them,
+        # and `password: 0123` is "0123", as typed, not YAML's octal 83.
+        if where in ctx.texts:
+            return ctx.texts[where]
+        if not secret:
+            return str(value)
     expected = " or ".join(_TYPE_NAMES.get(o, getattr(o, "__name__", str(o))) for o in options)
     shown = "" if secret else f" {value!r}"
-    hint = " (quote it in the YAML file)" if secret and tp is str else ""
-    raise ConfigError(f"{where}: expected {expected}, got {type(value).__name__}{shown}{hint}")
+    hint = " (quote it in the YAML file)" if secret and str in options else ""
+    ctx.add(where, f"expected {expected}, got {type(value).__name__}{shown}{hint}")
+    return _NOT_SET
 
 
-def _build(cls, data, where):
+def _build(cls, data, where, ctx):
+    """
+    C{cls} built from the mapping C{data}; every problem is recorded in
+    C{ctx} and the offending key left at its default, so one pass finds
+    them all.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {type(data).__name__}")
+        ctx.add(where, f"expected a mapping, got {type(data).__name__}")
+        return cls()
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in _INTERNAL}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{where}.{key}" if where else str(key)
         field = fields.get(key)
         if field is None:
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"{dotted}: unknown key (known keys here: {known})")
-        value = _convert(value, hints[key], dotted, secret=not field.repr)
+            ctx.add(dotted, f"unknown key (known keys here: {known})")
+            continue
+        value = _convert(value, hints[key], dotted, ctx, secret=not field.repr)
+        if value is _NOT_SET:
+            continue
         check = field.metadata.get("check")
         problem = check(value) if check else None
         if problem:
-            raise ConfigError(f"{dotted}: {problem}")
+            ctx.add(dotted, problem)
+            continue
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _type_at(dotted):
+    """
+    The dataclass a dotted key of the file is built into, or None.
+    """
+    tp = Config
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(tp) or part in _INTERNAL:
+            return None
+        tp = typing.get_type_hints(tp).get(part)
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def _config(data, ctx):
+    config = _build(Config, data, "", ctx)
+    if config.control.mqtt and config.outputs.mqtt is None:
+        ctx.add("control.mqtt", "needs outputs.mqtt (the broker connection it uses)")
+    for dotted, value in ctx.dropped:
+        # A section YAML dropped for a later duplicate: its mistakes are
+        # reported too, so fixing the duplicate reveals nothing new.
+        tp = _type_at(dotted)
+        if tp is not None:
+            _build(tp, value, dotted, ctx)
+    config = dataclasses.replace(config, source=ctx.source, lines=ctx.lines)
+    error = ctx.error()
+    if error is not None:
+        # What could be read, the wrong keys left at their defaults: lets
+        # `grott check` run its further checks and still list everything.
+        error.config = config
+        raise error
+    return config
 
 
 def config_from_dict(data, source="<config>"):
     """
     Build a L{Config} from parsed YAML; errors are prefixed with C{source}.
     """
-    try:
-        config = _build(Config, data, "")
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    if config.control.mqtt and config.outputs.mqtt is None:
-        raise ConfigError(f"{source}: control.mqtt: needs outputs.mqtt (the broker connection "
-                          "it uses)")
-    return dataclasses.replace(config, source=source)
+    return _config(data, _Where(source))
+
+
+def _marks(node, path, ctx, dropped):
+    """
+    Walk the composed YAML tree before it is constructed: note the line
+    of every key and item and the text of every scalar, and record each
+    duplicate key as a problem (PyYAML would keep the last one and
+    silently drop the first).
+    """
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
+                continue
+            key = key_node.value
+            dotted = f"{path}.{key}" if path else key
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                first_line, first_node = seen[key]
+                ctx.add(dotted, f"duplicate key (first at line {first_line}; YAML keeps only "
+                                f"the last, silently dropping the first)", line)
+                dropped.append((dotted, first_node))
+            ctx.lines[dotted] = line
+            seen[key] = (line, value_node)
+            _marks(value_node, dotted, ctx, dropped)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            dotted = f"{path}[{index}]"
+            ctx.lines[dotted] = item.start_mark.line + 1
+            _marks(item, dotted, ctx, dropped)
+    elif isinstance(node, yaml.ScalarNode):
+        ctx.texts[path] = node.value
 
 
 def config_from_string(text, source="<config>"):
     """
-    Parse YAML text into a L{Config}.
+    Parse YAML text into a L{Config}; every problem in it is one line of
+    the L{ConfigError}.
     """
+    ctx = _Where(source)
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        dropped = []
+        if node is not None:
+            _marks(node, "", ctx, dropped)
+        data = loader.construct_document(node) if node is not None else None
+        ctx.dropped = [(dotted, loader.construct_object(n, deep=True)) for dotted, n in dropped]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"{source}: not valid YAML{at}: {problem}") from None
-    return config_from_dict(data, source)
+    finally:
+        loader.dispose()
+    return _config(data, ctx)
 
 
 def load_config(path):

@@ -21,6 +21,7 @@ from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
 __all__ = [
+    "DeliveryFailed",
     "IBlockingPlugin",
     "ICommandHook",
     "IConfigurablePlugin",
@@ -31,6 +32,15 @@ __all__ = [
     "IPacketTrace",
     "IRecordSink",
 ]
+
+
+class DeliveryFailed(Exception):
+    """
+    Raised from C{data} for a record the plugin could not deliver and has
+    already said why (once per outage, say): the host counts the record as
+    failed and logs nothing more, where any other exception is logged with
+    its traceback.
+    """
 
 
 class IGrottPlugin(IPlugin):

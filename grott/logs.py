@@ -373,6 +373,11 @@ def check_paths(config):
         elif os.path.exists(path):
             if not os.access(path, os.W_OK):
                 problems.append(f"log.file: cannot write to {path}")
+        elif not os.path.lexists(os.path.dirname(path)):
+            # Not created: grott often starts as root, and a directory made
+            # by a typo would belong to root and hide the mistake.
+            problems.append(f"log.file: the directory {os.path.dirname(path)} does not exist "
+                            f"(create it, owned by the user grott runs as)")
         else:
             writable_dir(os.path.dirname(path), "file")
     if config.per_datalogger:

@@ -7,8 +7,13 @@ flight.  C{deliver} only appends to the queues and returns; the runners
 call the plugins on later reactor turns (or, for L{IBlockingPlugin}
 providers, in a thread pool this service owns, as
 L{twisted.enterprise.adbapi} does).  A plugin that raises is logged and
-keeps receiving; one that falls behind fills only its own queue, after
-which its records are dropped and counted, with one warning per burst.
+keeps receiving (its first traceback is logged in full, then a count per
+minute); one that falls behind fills only its own queue, after which its
+records are dropped and counted, with one warning per burst and none for
+a plugin that hovers at its limit; one whose delivery hangs is reported
+after C{plugins.stall_warning} seconds.  Shutdown waits for the plugins
+at most C{plugins.stop_timeout} seconds in all and says how many records
+were not delivered.
 """
 
 import collections
@@ -16,7 +21,7 @@ import threading
 from functools import partial
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
@@ -24,8 +29,9 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from grott import pluginloader
-from grott.interfaces import IRecordSink
+from grott.interfaces import DeliveryFailed, IRecordSink
 from grott.logs import Logger
+from grott.logthrottle import LogThrottle
 
 __all__ = ["PluginHost"]
 
@@ -44,7 +50,7 @@ class _Runner:
     One plugin's queue and delivery loop.
     """
 
-    def __init__(self, loaded, reactor, pool, queue_size, host_log):
+    def __init__(self, loaded, reactor, pool, queue_size, host_log, throttle):
         self.name = loaded.name
         self.origin = loaded.origin
         self.plugin = loaded.plugin
@@ -54,6 +60,8 @@ class _Runner:
         self.pool = pool
         self.limit = queue_size
         self.host_log = host_log
+        #: The host's L{LogThrottle}: keys are (kind, plugin name).
+        self.throttle = throttle
         self.log = Logger(namespace=f"grott.plugin.{self.name}", source=self.plugin)
         self.queue = collections.deque()
         self.delivered = 0
@@ -61,6 +69,7 @@ class _Runner:
         self.dropped = 0
         self.state = "new"
         self._burst = 0
+        self._stalled = False
         self._current = None
         self._busy_since = None
         self._scheduled = None
@@ -76,16 +85,20 @@ class _Runner:
         if len(self.queue) >= self.limit or self.state == "broken":
             self.dropped += 1
             self._burst += 1
-            if self._burst == 1:
+            if self._burst == 1 and self.throttle.admit(("behind", self.name)):
                 self.host_log.warn(
                     "plugin {plugin} is {why}; dropping its records until it catches up",
                     plugin=self.name, limit=self.limit,
                     why="not running (it failed to start)" if self.state == "broken"
                     else f"behind (its queue of {self.limit} records is full)")
             return
-        if self._burst:
-            self.host_log.info("plugin {plugin} is taking records again; {count} were dropped",
-                               plugin=self.name, count=self._burst)
+        if self._burst and len(self.queue) <= self.limit // 2:
+            # Caught up only once half the queue is free again: a plugin
+            # that hovers at the limit must not log one line per record.
+            if self.throttle.admit(("again", self.name)):
+                self.host_log.info(
+                    "plugin {plugin} is taking records again; {count} were dropped",
+                    plugin=self.name, count=self._burst)
             self._burst = 0
         self.queue.append((packet, record))
         self._kick()
@@ -111,14 +124,23 @@ class _Runner:
 
     def _done(self, result, record):
         self._current = None
+        if self._stalled:
+            self._stalled = False
+            self.host_log.info("plugin {plugin} is delivering again (that record took "
+                               "{seconds:.0f} s)", plugin=self.name,
+                               seconds=self.reactor.seconds() - self._busy_since)
         self._busy_since = None
         if isinstance(result, Failure):
             self.failed += 1
-            if result.check(defer.CancelledError) and self.state != "running":
+            if result.check(DeliveryFailed):
+                pass  # the plugin has said why, in its own words
+            elif result.check(defer.CancelledError) and self.state != "running":
                 self.host_log.warn(
                     "plugin {plugin}: delivery in flight cancelled at shutdown",
                     plugin=self.name)
-            else:
+            elif self.throttle.admit(("failed", self.name)):
+                # The first failure in full; more within the minute are
+                # counted and summed up (LogThrottle), not each a traceback.
                 self.host_log.failure(
                     "plugin {plugin} failed on a record from {serial}", result,
                     level=LogLevel.error, plugin=self.name,
@@ -184,6 +206,22 @@ class _Runner:
 
     def busy(self):
         return self._current is not None
+
+    def check_stalled(self, after):
+        """
+        Warn once when the delivery in flight has taken C{after} seconds or
+        more: the plugin's queue only grows, and nothing else would say so.
+        """
+        if self._stalled or self._busy_since is None or self.state != "running":
+            return
+        seconds = self.reactor.seconds() - self._busy_since
+        if seconds >= after:
+            self._stalled = True
+            self.host_log.warn(
+                "plugin {plugin} has delivered nothing for {seconds:.0f} s: one record in "
+                "flight, {queued} queued{thread}", plugin=self.name, seconds=seconds,
+                queued=len(self.queue),
+                thread=" (hung in its thread?)" if self.blocking else "")
 
     def abandon(self):
         """
@@ -275,6 +313,10 @@ class PluginHost(service.Service):
         """
         self.reactor = reactor
         self.stop_timeout = config.plugins.stop_timeout
+        self.stall_warning = config.plugins.stall_warning
+        self.throttle = LogThrottle(reactor, self._summary, burst=1, interval=60.0)
+        self._shown = 0
+        self._stall_check = None
         if plugins is None:
             loaded = pluginloader.load(config, reactor, package)
         else:
@@ -284,14 +326,31 @@ class PluginHost(service.Service):
         # plugin is enough and a stuck plugin cannot starve another.
         self.pool = _DaemonThreadPool(minthreads=0, maxthreads=max(1, blocking),
                                       name="grott-plugins")
-        self.runners = [_Runner(item, reactor, self.pool, config.plugins.queue_size, self.log)
-                        for item in loaded]
+        self.runners = [_Runner(item, reactor, self.pool, config.plugins.queue_size, self.log,
+                                self.throttle) for item in loaded]
         for runner in self.runners:
             self.log.info("plugin {plugin} enabled ({origin}{thread})", plugin=runner.name,
                           origin=runner.origin,
                           thread=", runs in a thread" if runner.blocking else "")
         if not self.runners:
-            self.log.info("no plugins enabled")
+            self.log.info("no output is on: decoded records go nowhere (turn one on under "
+                          "outputs: in the config, or name a plugin in plugins.enabled); "
+                          "the first {count} are shown in this log", count=self.SHOW_RECORDS)
+
+    def _summary(self, key, count, seconds):
+        kind, plugin = key
+        if kind == "failed":
+            self.log.error("plugin {plugin} failed on {count} more record(s) in the last "
+                           "{seconds:.0f} s (the first traceback is above)",
+                           plugin=plugin, count=count, seconds=seconds)
+        elif kind == "behind":
+            self.log.warn(  # noqa: G010 (twisted.logger has no warning())
+                "plugin {plugin} fell behind {count} more time(s) in the last {seconds:.0f} s "
+                "(dropped records are counted in the stats report)",
+                plugin=plugin, count=count, seconds=seconds)
+        else:
+            self.log.info("plugin {plugin} caught up {count} more time(s) in the last "
+                          "{seconds:.0f} s", plugin=plugin, count=count, seconds=seconds)
 
     def wantsRecords(self):
         """
@@ -304,12 +363,37 @@ class PluginHost(service.Service):
         Queue C{record} for every plugin.  Called on the reactor thread for
         every decoded record; returns at once and never raises.
         """
+        if not self.runners:
+            self._show(record)
+            return
         for runner in self.runners:
             try:
                 runner.offer(packet, record)
             except Exception:  # noqa: BLE001 - the relay must never see a plugin problem
                 self.log.failure("queueing a record for plugin {plugin} failed",
                                  plugin=runner.name)
+
+    #: With no output on, this many records are logged at info, so a first
+    #: run shows that data arrives and decodes.
+    SHOW_RECORDS = 3
+
+    def _show(self, record):
+        if self._shown >= self.SHOW_RECORDS:
+            return
+        self._shown += 1
+        try:
+            values = record.values
+            units = record.units
+            sample = ", ".join(f"{name}={values[name]}{' ' if units.get(name) else ''}"
+                               f"{units.get(name, '')}" for name in list(values)[:6])
+            self.log.info(
+                "record {number} of the first {limit} (no output is on): datalogger {datalogger} "
+                "inverter {inverter}, {count} values: {sample}{more}", number=self._shown,
+                limit=self.SHOW_RECORDS, datalogger=record.datalogger_serial,
+                inverter=record.inverter_serial, count=len(values), sample=sample,
+                more=", ..." if len(values) > 6 else "")
+        except Exception:  # noqa: BLE001 - the relay must never see this fail
+            self.log.failure("showing a record failed")
 
     def stats(self):
         """
@@ -326,16 +410,33 @@ class PluginHost(service.Service):
             self.pool.start()
         for runner in self.runners:
             runner.start()
+        if self.stall_warning and self.runners:
+            self._stall_check = task.LoopingCall(self._check_stalls)
+            self._stall_check.clock = self.reactor
+            # Checked twice per period: a stall is reported after between
+            # one and one and a half periods.
+            self._stall_check.start(self.stall_warning / 2, now=False)
+
+    def _check_stalls(self):
+        for runner in self.runners:
+            runner.check_stalled(self.stall_warning)
 
     def stopService(self):
         service.Service.stopService(self)
+        if self._stall_check is not None and self._stall_check.running:
+            self._stall_check.stop()
+        self._stall_check = None
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self):
         """
-        Drain the queues (deadline), run the stop hooks (deadline), stop the
-        thread pool.
+        Drain the queues, run the stop hooks and stop the thread pool, all
+        within one deadline (C{plugins.stop_timeout}; the stop hooks get at
+        least a second of it), so a hung plugin cannot hold up shutdown.
         """
+        self.throttle.stop()
+        started = self.reactor.seconds()
+        deadline = started + self.stop_timeout
         for runner in self.runners:
             if runner.state == "running":
                 runner.state = "stopping"
@@ -343,31 +444,49 @@ class PluginHost(service.Service):
         if waiting:
             self.log.info("waiting up to {seconds} s for {count} plugin queue(s) to drain",
                           seconds=self.stop_timeout, count=len(waiting))
-        drained = await self._within([runner.when_idle() for runner in self.runners])
+        drained = await self._within([runner.when_idle() for runner in self.runners],
+                                     self.stop_timeout)
+        lost = 0
         for runner in self.runners:
             busy = runner.busy()
             left = runner.abandon()
+            lost += left + (1 if busy else 0)
             if left or busy:
                 self.log.warn(  # noqa: G010 (twisted.logger has no warning())
-                    "plugin {plugin} did not finish {when}; {count} queued record(s) dropped",
-                    plugin=runner.name, count=left,
-                    when=f"within {self.stop_timeout} s" if not drained else "before stopping")
-        if not await self._within([runner.stop() for runner in self.runners]):
+                    "plugin {plugin} did not finish {when}: {count} queued record(s) dropped"
+                    "{flight}", plugin=runner.name, count=left,
+                    when=f"within {self.stop_timeout} s" if not drained else "before stopping",
+                    flight="" if not busy else (
+                        ", 1 in flight abandoned (its thread is left running)"
+                        if runner.blocking else ", 1 in flight cancelled"))
+        grace = max(deadline - self.reactor.seconds(), min(1.0, self.stop_timeout))
+        if not await self._within([runner.stop() for runner in self.runners], grace):
             self.log.warn(  # noqa: G010 (twisted.logger has no warning())
-                "plugin stop hooks did not finish within {seconds} s", seconds=self.stop_timeout)
+                "plugin stop hooks did not finish within {seconds:.1f} s", seconds=grace)
         self._stop_pool()
+        if lost:
+            self.log.warn(  # noqa: G010 (twisted.logger has no warning())
+                "plugins stopped after {seconds:.1f} s; {count} record(s) were not delivered",
+                seconds=self.reactor.seconds() - started, count=lost)
 
-    async def _within(self, deferreds):
+    async def _within(self, deferreds, seconds):
         """
-        Wait for C{deferreds} up to the stop deadline; False if it passed.
+        Wait for C{deferreds} up to C{seconds}; False if that passed.
         """
         everything = defer.DeferredList(deferreds, consumeErrors=True)
-        everything.addTimeout(self.stop_timeout, self.reactor)
-        try:
-            await everything
-        except defer.TimeoutError:
-            return False
-        return True
+        expired = []
+
+        def expire():
+            # Not addTimeout: cancelling a DeferredList fires it with its
+            # children's results, so addTimeout would not see a timeout.
+            expired.append(True)
+            everything.cancel()
+
+        timer = self.reactor.callLater(seconds, expire)
+        await everything
+        if timer.active():
+            timer.cancel()
+        return not expired
 
     def _stop_pool(self):
         if not self.pool.started:

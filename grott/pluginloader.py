@@ -6,6 +6,13 @@ L{grott.plugins}, which is where the built-in outputs are registered),
 Python files in the plugins directory, and config.yaml, which enables,
 disables and configures them by name.
 
+What runs is opt-in, as tahoe-lafs does with its storage plugins: a
+built-in output runs when its C{outputs:} section is present, any other
+plugin only when C{plugins.enabled} names it (or says C{all}).  Finding a
+plugin is not consent to run it: a stray C{*.py} in the plugins directory,
+or a package installed for something else, must not start receiving every
+record (and whatever credentials its settings hold).
+
 A broken plugin is somebody else's bug, so it never stops grott: a file
 that fails to import or an object that does not verify against its
 interface is logged with the reason and skipped.  A name in config.yaml
@@ -206,12 +213,19 @@ def _scan(module, filename):
         candidate = _candidate(value, f"file {filename} ({attr})")
         if candidate is not None:
             found.append(candidate)
+    forgotten = False
     for attr, cls in classes:
         if not any(issubclass(t, cls) for t in instances_of) and cls.__module__ == module.__name__:
+            forgotten = True
             log.warn(  # noqa: G010 (twisted.logger has no warning())
                 "plugin file {path}: class {cls} implements a plugin interface but no "
                 "instance of it is defined at module level (add e.g. "
                 "plugin = {cls}())", path=filename, cls=attr)
+    if not instances_of and not forgotten:
+        # Helpers are named _*.py; anything else here is meant as a plugin.
+        log.error("plugin file {path} provides no plugin: no module-level object provides "
+                  "IGrottPlugin or IConfigurablePlugin (declare it with @implementer; "
+                  "name helper files _*.py)", path=filename)
     return found
 
 
@@ -264,8 +278,13 @@ def select(found, config, reactor):
             on = (enabled == "all" or candidate.name in enabled) and \
                 candidate.name not in settings.disabled
         if not on:
-            log.info("plugin {plugin} ({origin}) is not enabled", plugin=candidate.name,
-                     origin=candidate.origin)
+            if candidate.builtin:
+                log.info("output {plugin} is off (no outputs.{plugin} section)",
+                         plugin=candidate.name)
+            else:
+                log.info("plugin {plugin} ({origin}) found but not enabled: add it to "
+                         "plugins.enabled to run it", plugin=candidate.name,
+                         origin=candidate.origin)
             continue
         plugin = _build(candidate, section, reactor)
         if plugin is not None:

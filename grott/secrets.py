@@ -92,7 +92,9 @@ def find_secrets(config):
                                 found.append((f"{key} (URL password)", form))
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             for f in dataclasses.fields(value):
-                if f.name != "source":
+                # Not source, nor Config.lines (key -> line number: a line
+                # number under a secret key must not become a "secret").
+                if f.name != "source" and not f.metadata.get("internal"):
                     walk(getattr(value, f.name, None), _join(key, f.name),
                          secret or not f.repr, depth + 1)
         elif isinstance(value, dict):

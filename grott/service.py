@@ -20,7 +20,9 @@ This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
 """
 
+import errno
 import os
+import socket
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -31,12 +33,12 @@ from twisted.internet.error import CannotListenError
 
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory, is_loopback
-from grott.config import ConfigError, allowed_serials
+from grott.config import ConfigError, allowed_serials, in_file_order
 from grott.control import Control
 from grott.controlhass import ControlEntities
 from grott.instance import instance_id
 from grott.interfaces import IGrottObserver
-from grott.logs import Logger, LoggingService, bind_proxy_tracing
+from grott.logs import Logger, LoggingService, bind_proxy_tracing, check_paths
 from grott.metrics import (
     GrottCollector,
     TimedEndpoint,
@@ -48,14 +50,35 @@ from grott.mqttcontrol import MqttControl
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
 from grott.proxy import PacketTrace, ProxyFactory
-from grott.registers import Decoder
+from grott.registers import Decoder, userconfig
 from grott.session import Registry
 from grott.stats import StatsService, report_data, report_lines
 
-__all__ = ["GrottService", "ProxyService", "makeService"]
+__all__ = ["CannotStart", "GrottService", "ProxyService", "makeService", "probe_listeners"]
 
 #: Seconds shutdown waits for sessions to close before going on.
 SHUTDOWN_DEADLINE = 3.0
+
+
+class CannotStart(SystemExit, Exception):
+    """
+    grott cannot start (a port is taken); the message is the one line to
+    show.
+
+    Both kinds of exception on purpose: as a SystemExit it ends a
+    foreground twistd with that line and exit status 1, no traceback; as
+    an Exception it is what a daemonized twistd catches after the fork, to
+    tell the waiting parent (which then exits 1 instead of waiting
+    forever) and to remove the pidfile.  A bare SystemExit gets neither.
+    """
+
+
+def _cannot_listen(interface, port, error):
+    if isinstance(port, (bytes, str)):  # a UNIX socket's path
+        where = os.fsdecode(port)
+    else:
+        where = f"{interface or '*'}:{port}"
+    return CannotStart(f"grott: cannot listen on {where}: {_strip(error)}")
 
 
 class GrottService(service.MultiService):
@@ -74,8 +97,7 @@ class GrottService(service.MultiService):
             logging = self.namedServices.get("logging")
             if logging is not None:
                 logging.stopService()
-            raise SystemExit(f"grott: cannot listen on {e.interface or '*'}:{e.port}: "
-                             f"{_strip(e.socketError)}") from None
+            raise _cannot_listen(e.interface, e.port, e.socketError) from None
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -86,6 +108,46 @@ class GrottService(service.MultiService):
                     yield defer.maybeDeferred(child.stopService)
                 except Exception:
                     Logger().failure("stopping {name} failed", name=child.name)
+
+
+def probe_listeners(config):
+    """
+    Try to bind, and let go at once, each TCP port C{config} listens on;
+    raise L{CannotStart} for one that is taken.
+
+    Called before twistd forks: a daemonized twistd's parent process can
+    only print its own "An error has occurred" sentence for a failure in
+    the daemon, so a busy port found here gives the same one line on the
+    terminal as in the foreground, and no pidfile is written.  (Binding
+    for real still happens in C{privilegedStartService}; a port taken in
+    between is reported through L{CannotStart}.)
+    """
+    from twisted.internet.testing import MemoryReactor
+    listens = [config.proxy.listen]
+    for other in (config.command.listen, config.metrics.listen):
+        if other != "none":
+            listens.append(other)
+    for description in listens:
+        memory = MemoryReactor()
+        strports.service(description, None, reactor=memory).privilegedStartService()
+        bound = [(s[0], s[3]) for s in memory.tcpServers] + \
+            [(s[0], s[4]) for s in memory.sslServers]
+        for port, interface in bound:
+            if port:
+                _probe(interface, port)
+
+
+def _probe(interface, port):
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As Twisted's own listenTCP: a port in TIME_WAIT is not "taken".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((interface or ("::" if family == socket.AF_INET6 else ""), port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+                raise _cannot_listen(interface, port, e) from None
+            raise
 
 
 def _strip(error):
@@ -190,6 +252,28 @@ def makeDecoder(config):
         raise ConfigError(f"{config.source}: {e}") from None
 
 
+def problems(config):
+    """
+    What the config loader cannot check alone: the register definitions,
+    families and DTC filter (each entry on its own), the files the C{log:}
+    section names, and the admin socket's exposure (L{check_command}).  One line per problem, naming file, key and line.
+    """
+    found = []
+    for dotted, message in userconfig.problems(config.registers, config.dtc_filter,
+                                               config.families):
+        line = config.lines.get(dotted)
+        found.append(f"{config.source}: {message}" + (f" (line {line})" if line else ""))
+    for text in check_paths(config.log):
+        dotted, _, problem = text.partition(": ")
+        found.append(config.problem(dotted, problem))
+    try:
+        check_command(config)
+    except ConfigError as e:
+        found.extend(f"{p} (line {config.lines['command.listen']})"
+                     if "command.listen" in config.lines else p for p in e.problems)
+    return found
+
+
 def check_command(config):
     """
     An admin socket that other hosts can reach needs C{command.token}:
@@ -247,12 +331,11 @@ class PrivateListener(service.Service):
 
 def validate(config):
     """
-    Check what the config loader cannot check alone (register definitions,
-    plugin names, the admin socket's exposure) by building those parts;
-    raise L{ConfigError}.
+    Raise L{ConfigError} listing L{problems}, before anything is built.
     """
-    check_command(config)
-    makeDecoder(config)
+    found = problems(config)
+    if found:
+        raise ConfigError(*in_file_order(found))
 
 
 def _mqtt_output(config, plugins):

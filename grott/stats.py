@@ -4,7 +4,8 @@ and the monitoring endpoint's /stats serves it as JSON (L{report_data}).
 
 The signal handler does nothing but hand the work to the reactor thread
 (C{callFromThread}); it chains to the handler that was installed before it,
-because twistd uses SIGUSR1 to reopen its log file.
+because twistd uses SIGUSR1 to rotate its log file, and queues the report
+after that rotation so the report is in the live log.
 """
 
 import signal
@@ -95,10 +96,14 @@ class StatsService(service.Service):
         return service.Service.stopService(self)
 
     def _handler(self, signum, frame):
-        self.reactor.callFromThread(self.logReport)
+        # The previous handler first: twistd's own queues its log rotation
+        # with callFromThread too, and calls run in the order queued, so
+        # the report is written after the rotation, into the live log
+        # rather than into the file just rotated away (twistd.log.1).
         previous = self._previous
         if callable(previous):
             previous(signum, frame)
+        self.reactor.callFromThread(self.logReport)
 
     def logReport(self):
         for line in self.report():

@@ -351,14 +351,14 @@ class ServiceTests(TestCase):
         self.assertEqual(str(e.exception),
                          f"grott: {path}: command.token: required when command.listen "
                          "(tcp:15279:interface=0.0.0.0) is not a loopback address or a "
-                         "unix: socket")
+                         "unix: socket (line 2)")
 
     def test_shortTokenRefused(self):
         with self.assertRaises(ConfigError) as e:
             self.config('  token: "short"\n')
         self.assertEqual(str(e.exception),
                          "test.yaml: command.token: must be at least 16 characters "
-                         "(or empty for none)")
+                         "(or empty for none) (line 7)")
 
     async def test_unixSocketIsPrivate(self):
         for mode, extra in [(0o600, ""), (0o660, '  mode: "0660"\n')]:

@@ -153,3 +153,31 @@ class ConsoleEntryTests(SynchronousTestCase):
         self.assertEqual(result.stdout, "")
         self.assertEqual(len(result.stderr.splitlines()), 1)
         self.assertIn("incomplete", result.stderr)
+
+
+class ExampleAndPrettyTests(SynchronousTestCase):
+    def test_example_is_a_real_record(self):
+        vector = BY_ID["grott-p6-0104-classic"]
+        self.assertEqual(decode.EXAMPLE, vector["hex"])
+        status, out, err = run(["--example"])
+        self.assertEqual((status, err), (0, ""))
+        [line] = out.splitlines()
+        described = json.loads(line)
+        self.assertEqual(described["record"]["inverter_serial"],
+                         vector["expected"]["inverter_serial"])
+        self.assertEqual(described["record"]["values"]["pvpowerout"], 195.7)
+
+    def test_example_takes_no_hex(self):
+        self.assertRaises(decode.usage.UsageError, decode.Options().parseOptions,
+                          ["--example", PING])
+
+    def test_pretty(self):
+        status, out, _ = run(["--pretty", PING, PLAIN])
+        self.assertEqual(status, 0)
+        # Two indented documents, the same objects as the one-line output.
+        decoder = json.JSONDecoder()
+        first, end = decoder.raw_decode(out)
+        second, _ = decoder.raw_decode(out[end:].lstrip())
+        plain = [json.loads(line) for line in run([PING, PLAIN])[1].splitlines()]
+        self.assertEqual([first, second], plain)
+        self.assertIn('\n  "protocol": 6,\n', out)

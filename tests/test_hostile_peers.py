@@ -238,7 +238,7 @@ class AllowedConfigTests(SynchronousTestCase):
         error = self.assertRaises(ConfigError, self.config,
                                   "proxy:\n  allowed_networks: [192.168.1.0/24, nonsense]\n")
         self.assertEqual(str(error), "grott.yaml: proxy.allowed_networks: not a network "
-                                     "(a CIDR such as 192.168.1.0/24): 'nonsense'")
+                                     "(a CIDR such as 192.168.1.0/24): 'nonsense' (line 2)")
 
     def test_serials_file(self):
         from grott.config import ConfigError

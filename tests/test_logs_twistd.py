@@ -191,6 +191,27 @@ class TwistdTests(TestCase):
         await self.until(lambda: not alive(pid), "the daemon to exit")
         self.assertIn("Server Shut Down.", self.read("twistd.log"))
 
+    def test_statsReportInTheLiveLog(self):
+        return defer.ensureDeferred(self.stats_report())
+
+    async def stats_report(self):
+        cfg = self.config("  level: info\n")
+        proc, _ = self.spawn("--pidfile", self.pidfile, "--logfile", "twistd.log",
+                             "grott", "--config", cfg)
+        self.assertEqual(await proc.ended, (0, None), proc.err)
+        await self.until(lambda: os.path.exists(self.pidfile), "the pidfile", proc)
+        pid = self.daemon_pid()
+        await self.running(lambda: self.read("twistd.log"))
+        for signals in (1, 2):
+            os.kill(pid, signal.SIGUSR1)
+            # twistd rotates on SIGUSR1; the report follows into the new file.
+            await self.until(lambda: "datalogger(s) connected" in self.read("twistd.log"),
+                             f"report {signals} in the live log")
+            self.assertIn("  totals: ", self.read("twistd.log"))
+            self.assertNotIn("datalogger(s) connected", self.read(f"twistd.log.{signals}"))
+        os.kill(pid, signal.SIGTERM)
+        await self.until(lambda: not alive(pid), "the daemon to exit")
+
     def test_foreground(self):
         return defer.ensureDeferred(self.foreground())
 

@@ -7,8 +7,11 @@ import json
 import os
 
 from twisted.internet import defer, reactor
+from twisted.internet.testing import EventLoggingObserver
 from twisted.trial import unittest
 
+from grott import logs
+from grott.interfaces import DeliveryFailed
 from grott.outputs import jsonenc
 from grott.outputs.jsonl import JsonlOutput
 from grott.pluginhost import PluginHost
@@ -114,4 +117,129 @@ class JsonlThroughTheHostTests(unittest.TestCase):
             lines = [json.loads(line) for line in _lines(path)]
             self.assertEqual([line["values"]["seq"] for line in lines], [0, 1, 2, 3, 4])
             self.assertEqual(lines[0], pairs[0][1].as_dict())
+        return defer.Deferred.fromCoroutine(run())
+
+
+class _Log:
+    """The plugin's logger as the host hands it over, keeping the events."""
+
+    def __init__(self):
+        self.events = []
+
+    def _emit(self, level, fmt, **kw):
+        self.events.append((level, fmt, kw))
+
+    def info(self, fmt, **kw):
+        self._emit("info", fmt, **kw)
+
+    def error(self, fmt, **kw):
+        self._emit("error", fmt, **kw)
+
+
+class JsonlTroubleTests(unittest.SynchronousTestCase):
+    """
+    A full disk (the kernel's /dev/full answers every write with ENOSPC), a
+    path that cannot be created, and a file moved or deleted under grott.
+    """
+
+    def setUp(self):
+        if not os.path.exists("/dev/full"):
+            raise unittest.SkipTest("needs /dev/full (a Linux device that is always full)")
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.path = os.path.join(self.dir, "records.jsonl")
+        self.log = _Log()
+
+    def output(self):
+        out = JsonlOutput(self.path)
+        out.startService()
+        self.addCleanup(out.stopService)
+        return out
+
+    def test_full_disk_said_once_counted_and_recovered(self):
+        os.symlink("/dev/full", self.path)
+        out = self.output()
+        pairs = numbered(5)
+        for packet, record in pairs[:3]:
+            self.assertRaises(DeliveryFailed, out.data, packet, record, self.log)
+        self.assertEqual(self.log.events, [("error", self.log.events[0][1],
+                                            {"path": self.path,
+                                             "error": "No space left on device"})])
+        # Space again: the path now names a real file.
+        os.remove(self.path)
+        for packet, record in pairs[3:]:
+            out.data(packet, record, self.log)
+        self.assertEqual([kw.get("count") for _, _, kw in self.log.events[1:]], [3])
+        self.assertEqual([json.loads(line)["values"]["seq"] for line in _lines(self.path)],
+                         [3, 4])
+
+    def test_moved_or_deleted_file_is_reopened(self):
+        out = self.output()
+        pairs = numbered(4)
+        out.data(*pairs[0], self.log)
+        os.rename(self.path, self.path + ".1")  # logrotate
+        out.data(*pairs[1], self.log)
+        os.remove(self.path)  # rm
+        out.data(*pairs[2], self.log)
+        out.data(*pairs[3], self.log)
+        seqs = [json.loads(line)["values"]["seq"] for line in _lines(self.path)]
+        self.assertEqual(seqs, [2, 3])
+        self.assertEqual([json.loads(line)["values"]["seq"] for line in _lines(self.path + ".1")],
+                         [0])
+        moved = [kw for level, fmt, kw in self.log.events if "moved or deleted" in fmt]
+        self.assertEqual(len(moved), 2)
+
+    def test_uncreatable_path_is_retried(self):
+        blocker = os.path.join(self.dir, "not-yet-a-directory")
+        with open(blocker, "w"):
+            pass
+        self.path = os.path.join(blocker, "records.jsonl")
+        out = self.output()  # starts anyway, and says so (logged)
+        pairs = numbered(3)
+        for pair in pairs[:2]:
+            self.assertRaises(DeliveryFailed, out.data, *pair, self.log)
+        os.remove(blocker)
+        out.data(*pairs[2], self.log)
+        self.assertEqual([json.loads(line)["values"]["seq"] for line in _lines(self.path)], [2])
+        self.assertEqual([kw["count"] for _, fmt, kw in self.log.events if "again" in fmt], [2])
+
+
+class JsonlHostTroubleTests(unittest.TestCase):
+    """
+    Through the host: records the output could not write are failed, not
+    delivered, and logged without a traceback each.
+    """
+
+    timeout = 20
+
+    def test_full_disk_through_the_host(self):
+        if not os.path.exists("/dev/full"):
+            raise unittest.SkipTest("needs /dev/full (a Linux device that is always full)")
+        path = os.path.join(os.path.abspath(self.mktemp()), "records.jsonl")
+        os.makedirs(os.path.dirname(path))
+        os.symlink("/dev/full", path)
+        config = make_config(self.mktemp(), outputs={"jsonl": {"path": path}})
+        host = PluginHost(config, reactor)
+        host.startService()
+        pairs = numbered(5)
+
+        async def run():
+            events = EventLoggingObserver.createWithCleanup(self, logs.publisher)
+            for pair in pairs[:3]:
+                host.deliver(*pair)
+            await plugins_idle(host)
+            self.assertEqual(host.stats()[0]["failed"], 3)
+            os.remove(path)
+            for pair in pairs[3:]:
+                host.deliver(*pair)
+            await plugins_idle(host)
+            await host.stopService()
+            stats = host.stats()[0]
+            self.assertEqual((stats["delivered"], stats["failed"], stats["state"]),
+                             (2, 3, "stopped"))
+            self.assertFalse([e for e in events if "log_failure" in e])
+            said = [e["log_format"] for e in events
+                    if e.get("log_namespace") == "grott.plugin.jsonl"]
+            self.assertEqual(len(said), 2, said)
+            self.assertEqual(len(_lines(path)), 2)
         return defer.Deferred.fromCoroutine(run())

@@ -46,7 +46,8 @@ class ExampleTests(unittest.TestCase):
             server.Site(sink))
         self.addCleanup(port.stopListening)
         url = f"http://127.0.0.1:{port.getHost().port}/hook"
-        config = make_config(EXAMPLES, settings={"http_post": {"url": url}})
+        config = make_config(EXAMPLES, enabled=["csv_file", "http_post", "print_power"],
+                             settings={"http_post": {"url": url}})
         host = PluginHost(config, reactor)
         self.assertEqual(sorted(r.name for r in host.runners),
                          ["csv_file", "http_post", "print_power"])
@@ -69,7 +70,7 @@ class ExampleTests(unittest.TestCase):
         return defer.Deferred.fromCoroutine(self._examples())
 
     def test_http_post_needs_a_url(self):
-        config = make_config(EXAMPLES)
+        config = make_config(EXAMPLES, enabled="all")
         host = PluginHost(config, reactor)
         self.assertEqual(sorted(r.name for r in host.runners), ["csv_file", "print_power"])
         [failure] = self.flushLoggedErrors(ValueError)

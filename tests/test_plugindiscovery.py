@@ -165,6 +165,7 @@ class DirectoryTests(unittest.SynchronousTestCase):
         _write(self.directory, "notes.txt", "not python\n")
 
     def host(self, **settings):
+        settings.setdefault("enabled", "all")
         return PluginHost(make_config(self.directory, **settings), MemoryReactorClock())
 
     def test_discovery_skips_and_reports_the_broken(self):
@@ -190,6 +191,14 @@ class DirectoryTests(unittest.SynchronousTestCase):
 
         forgotten = [e for e in self.events if "no instance of it" in e["log_format"]]
         self.assertEqual([e["cls"] for e in forgotten], ["Forgotten"])
+
+    def test_third_party_plugins_are_opt_in(self):
+        # The default: files found in the directory do not run until named.
+        host = PluginHost(make_config(self.directory), MemoryReactorClock())
+        self.assertEqual(host.runners, [])
+        found = [e["plugin"] for e in self.events if "found but not enabled" in e["log_format"]]
+        self.assertEqual(found, ["hello", "configured"])
+        self.flushLoggedErrors(RuntimeError)
 
     def test_enabled_list(self):
         host = self.host(enabled=["configured"])
@@ -260,7 +269,7 @@ class DropinTests(unittest.SynchronousTestCase):
 
     def test_dropin_plugin_is_found(self):
         self.drop("test_dropin_hello", GOOD)
-        host = PluginHost(make_config(self.mktemp()), MemoryReactorClock())
+        host = PluginHost(make_config(self.mktemp(), enabled="all"), MemoryReactorClock())
         self.assertEqual([r.name for r in host.runners], ["hello", "configured"])
         self.assertEqual(host.runners[0].origin,
                          "installed package grott.plugins.test_dropin_hello")
@@ -269,7 +278,7 @@ class DropinTests(unittest.SynchronousTestCase):
     def test_broken_dropin_is_reported(self):
         self.drop("test_dropin_hello", GOOD)
         self.drop("test_dropin_broken", "raise RuntimeError('broken dropin')\n")
-        host = PluginHost(make_config(self.mktemp()), MemoryReactorClock())
+        host = PluginHost(make_config(self.mktemp(), enabled="all"), MemoryReactorClock())
         self.assertEqual([r.name for r in host.runners], ["hello", "configured"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         reported = [e["module"] for e in self.events if "failed to import" in e["log_format"]]
@@ -280,6 +289,6 @@ class DropinTests(unittest.SynchronousTestCase):
         directory = self.mktemp()
         _write(directory, "mine.py", GOOD.replace('"hello"', '"mine"').replace(
             '"configured"', '"mine_configured"'))
-        host = PluginHost(make_config(directory), MemoryReactorClock())
+        host = PluginHost(make_config(directory, enabled="all"), MemoryReactorClock())
         self.assertEqual([r.name for r in host.runners],
                          ["hello", "configured", "mine", "mine_configured"])

@@ -10,7 +10,7 @@ import threading
 
 from twisted.internet import defer, reactor
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import LogLevel
+from twisted.logger import LogLevel, formatEvent
 from twisted.trial import unittest
 
 from grott import logs
@@ -73,15 +73,20 @@ class IsolationTests(unittest.SynchronousTestCase):
             clock.advance(0)
         self.assertEqual(len(bad.got), 3)
         self.assertEqual([r.values["seq"] for r in fast.got], [0, 1, 2])
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 3)
+        # The first failure with its traceback; the others counted.
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         stats = _by_name(host)
         self.assertEqual((stats["bad"]["delivered"], stats["bad"]["failed"]), (0, 3))
         self.assertEqual((stats["fast"]["delivered"], stats["fast"]["failed"]), (3, 0))
         failures = [e for e in events if "log_failure" in e]
-        self.assertEqual(len(failures), 3)
+        self.assertEqual(len(failures), 1)
         self.assertEqual(failures[0]["plugin"], "bad")
         self.assertEqual(failures[0]["serial"], pairs[0][1].datalogger_serial)
         self.assertEqual(failures[0]["log_level"], LogLevel.error)
+        clock.advance(60)
+        [summary] = [e for e in events if "more record(s)" in e["log_format"]]
+        self.assertEqual((summary["plugin"], summary["count"], summary["log_level"]),
+                         ("bad", 2, LogLevel.error))
 
     def test_slow_plugin_fills_its_own_queue_only(self):
         """
@@ -120,6 +125,82 @@ class IsolationTests(unittest.SynchronousTestCase):
         self.assertEqual(_by_name(host)["slow"]["delivered"], 5)
         again = [e for e in events if "taking records again" in e["log_format"]]
         self.assertEqual([e["count"] for e in again], [6])
+
+    def test_raising_on_every_record_under_load_is_a_few_lines(self):
+        """
+        A plugin that raises on every record while records arrive faster
+        than it is called (queue at its limit every turn): one traceback,
+        one "behind" and one "taking records again" line, then counts per
+        minute; before, each turn logged a pair and every record a traceback.
+        """
+        clock = MemoryReactorClock()
+        events = _events(self)
+        bad = Raiser("bad")
+        host = _host(self, [bad], clock, queue_size=5)
+        host.startService()
+        pairs = numbered(6)
+        for _ in range(300):  # 30 s: six records per 0.1 s turn
+            for packet, record in pairs:
+                host.deliver(packet, record)
+            clock.advance(0.1)
+        clock.advance(60)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        stats = _by_name(host)["bad"]
+        self.assertEqual((stats["failed"], stats["dropped"]), (1500, 300))
+        texts = [e["log_format"] for e in events if e.get("plugin") == "bad"]
+        self.assertEqual(len([t for t in texts if "dropping its records" in t]), 1)
+        self.assertEqual(len([t for t in texts if "taking records again" in t]), 1)
+        summaries = {e["log_format"].split(" {count}")[0]: e["count"] for e in events
+                     if "more" in e["log_format"] and e.get("plugin") == "bad"}
+        self.assertEqual(summaries, {
+            "plugin {plugin} failed on": 1499,
+            "plugin {plugin} fell behind": 299,
+            "plugin {plugin} caught up": 298,
+        })
+        self.assertLess(len(events), 12)
+
+    def test_stalled_plugin_is_reported_once(self):
+        clock = MemoryReactorClock()
+        events = _events(self)
+        slow = Slow()
+        host = _host(self, [slow], clock, stall_warning=10)
+        host.startService()
+        for packet, record in numbered(3):
+            host.deliver(packet, record)
+        clock.advance(0)
+
+        def stalls():
+            return [e for e in events if "delivered nothing" in e["log_format"]]
+        clock.advance(9.9)
+        self.assertEqual(stalls(), [])
+        clock.advance(0.1)
+        [stall] = stalls()
+        self.assertEqual((stall["plugin"], stall["queued"], stall["log_level"]),
+                         ("slow", 2, LogLevel.warn))
+        for _ in range(20):
+            clock.advance(5)
+        self.assertEqual(len(stalls()), 1)
+        slow.release()
+        [again] = [e for e in events if "delivering again" in e["log_format"]]
+        self.assertEqual(again["seconds"], 110)
+
+    def test_no_output_is_said_and_the_first_records_shown(self):
+        events = _events(self)
+        host = _host(self, [], MemoryReactorClock())
+        [said] = [e for e in events if "no output is on: " in e["log_format"]]
+        self.assertEqual(said["log_level"], LogLevel.info)
+        pairs = numbered(5)
+        for pair in pairs:
+            host.deliver(*pair)
+        shown = [e for e in events if "(no output is on)" in e["log_format"]]
+        self.assertEqual([e["number"] for e in shown], [1, 2, 3])
+        record = pairs[0][1]
+        self.assertEqual((shown[0]["datalogger"], shown[0]["inverter"], shown[0]["count"]),
+                         (record.datalogger_serial, record.inverter_serial, len(record.values)))
+        first = next(iter(record.values))
+        unit = record.units.get(first)
+        self.assertIn(f"{first}={record.values[first]}" + (f" {unit}" if unit else ""),
+                      formatEvent(shown[0]))
 
     def test_deferred_and_coroutine_plugins_alongside_a_fast_one(self):
         clock = MemoryReactorClock()
@@ -231,6 +312,8 @@ class StopTests(unittest.SynchronousTestCase):
         self.assertEqual((stats["failed"], stats["dropped"], stats["queued"]), (1, 3, 0))
         dropped = [e for e in events if "did not finish" in e["log_format"]]
         self.assertEqual(dropped[0]["count"], 3)
+        self.assertEqual(dropped[0]["when"], "within 2.0 s")
+        self.assertEqual(dropped[0]["flight"], ", 1 in flight cancelled")
 
 
 class ThreadTests(unittest.TestCase):
@@ -277,10 +360,16 @@ class ThreadTests(unittest.TestCase):
             await self._wait_until(lambda: len(fast.got) == 5)
             self.assertEqual(blocking.got, [])
             started = reactor.seconds()
+            events = _events(self)
             await host.stopService()
             self.assertLess(reactor.seconds() - started, 3)
             stats = _by_name(host)["blocking"]
             self.assertEqual((stats["delivered"], stats["dropped"]), (0, 4))
+            [said] = [e for e in events if "did not finish" in e["log_format"]]
+            self.assertEqual(said["count"], 4)
+            self.assertIn("1 in flight abandoned", said["flight"])
+            [total] = [e for e in events if "were not delivered" in e["log_format"]]
+            self.assertEqual(total["count"], 5)
         return defer.Deferred.fromCoroutine(check())
 
 

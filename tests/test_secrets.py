@@ -20,7 +20,7 @@ from twisted.logger import (
 from twisted.trial.unittest import SynchronousTestCase
 
 from grott import logs
-from grott.config import ConfigError, config_from_string, load_config
+from grott.config import ConfigError, config_from_dict, config_from_string, load_config
 from grott.scripts import check
 from grott.secrets import MASK, Secrets, find_secrets, is_secret_key, secrets_in
 
@@ -67,13 +67,21 @@ class FindTests(SynchronousTestCase):
 
 
 class ConfigErrorTests(SynchronousTestCase):
+    def test_numericPasswordTakenAsTypedAndMasked(self):
+        # Issue 20: what YAML users type is accepted; the text as typed
+        # (leading zero kept), and it is a secret like any other.
+        config = config_from_string(f"outputs:\n  mqtt: {{password: 0{NUMERIC}}}\n", "c.yaml")
+        self.assertEqual(config.outputs.mqtt.password, f"0{NUMERIC}")
+        self.assertIn(f"0{NUMERIC}", secrets_in(config))
+
     def test_numericPasswordNeverEchoed(self):
+        # Without the file's text (a dict), the number cannot be trusted.
         with self.assertRaises(ConfigError) as e:
-            config_from_string(f"outputs:\n  mqtt: {{password: {NUMERIC}}}\n", "c.yaml")
+            config_from_dict({"outputs": {"mqtt": {"password": NUMERIC}}}, "c.yaml")
         self.assertEqual(str(e.exception), "c.yaml: outputs.mqtt.password: expected a string, "
                                            "got int (quote it in the YAML file)")
         with self.assertRaises(ConfigError) as e:
-            config_from_string(f"command:\n  token: {NUMERIC}{NUMERIC}\n", "c.yaml")
+            config_from_dict({"command": {"token": NUMERIC * 2}}, "c.yaml")
         self.assertNotIn(str(NUMERIC), str(e.exception))
 
     def test_otherValuesStillShown(self):
@@ -163,9 +171,11 @@ class ReadableConfigTests(SynchronousTestCase):
 
     def write(self, text, mode):
         path = os.path.join(self.tmp, "config.yaml")
+        plugins = f"plugins:\n  directory: {self.tmp}/plugins\n"
+        if "\nplugins:\n" in text:  # one plugins: section (a second is an error)
+            text, plugins = text.replace("\nplugins:\n", "\n" + plugins, 1), ""
         with open(path, "w", encoding="utf-8") as f:
-            f.write("command:\n  listen: none\nproxy:\n  upstream: none\n"
-                    f"plugins:\n  directory: {self.tmp}/plugins\n" + text)
+            f.write("command:\n  listen: none\nproxy:\n  upstream: none\n" + plugins + text)
         os.chmod(path, mode)
         return path
 
@@ -197,7 +207,10 @@ class ReadableConfigTests(SynchronousTestCase):
         self.assertIn("readable by its group (mode 0640)", self.run_check(path)[2])
 
     def test_privateOrWithoutSecrets(self):
-        self.assertEqual(self.run_check(self.write(SETTINGS, 0o600))[2], "")
+        # (SETTINGS configures plugins that are not there: warned about.)
+        err = self.run_check(self.write(SETTINGS, 0o600))[2]
+        self.assertNotIn("readable", err)
+        self.assertIn("warning: plugins: plugins.settings has settings for pvoutput", err)
         self.assertEqual(self.run_check(self.write("", 0o644))[2], "")
 
     def test_shortSecretInCheck(self):

@@ -15,7 +15,7 @@ import re
 from grott.registers.fields import HOLDING, INPUT, TABLES, Field
 from grott.registers.maps import FAMILIES, family_name
 
-__all__ = ["UserField", "parse_dtc_filter", "parse_families", "parse_registers"]
+__all__ = ["UserField", "parse_dtc_filter", "parse_families", "parse_registers", "problems"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _RAW_NAME = re.compile(r"^reg_\d+$")
@@ -205,3 +205,74 @@ def parse_dtc_filter(mapping):
                 _reject(f"{where}: {item!r} is neither a register number nor a name")
         result[dtc] = frozenset(items)
     return result
+
+
+def _input_names(user):
+    """
+    Every value name a data record can have: the built-in input maps of
+    all families and the configured input registers.
+    """
+    names = {f.name for family in FAMILIES.values() for f in family.fields(INPUT)}
+    names.update(u.field.name for u in user if u.table == INPUT)
+    return names
+
+
+def problems(registers=None, dtc_filter=None, families=None):
+    """
+    Every problem of the three decoding keys at once, for C{grott check}
+    and start-up: a list of C{(dotted key, message)}, the message naming
+    the entry as the C{parse_*} functions do.  Beyond what those check, a
+    C{dtc_filter} name that no family and no configured register has is a
+    problem: it would silently extract nothing.
+    """
+    found = []
+    user = ()
+    if registers is not None and not isinstance(registers, (list, tuple)):
+        found.append(("registers", (f"registers: expected a list of mappings, "
+                                    f"got {type(registers).__name__}")))
+    elif registers:
+        good = []
+        for index, entry in enumerate(registers):
+            try:
+                good.append(_one_register(index, entry))
+            except ValueError as e:
+                found.append((f"registers[{index}]", str(e)))
+        if len(good) == len(registers):
+            try:
+                user = parse_registers(registers)
+            except ValueError as e:
+                found.append(("registers", str(e)))
+        else:
+            user = tuple(good)
+    if isinstance(families, dict):
+        for key, value in families.items():
+            try:
+                parse_families({key: value})
+            except ValueError as e:
+                found.append((f"families.{key}", str(e)))
+    else:
+        found.extend(_one("families", parse_families, families))
+    if isinstance(dtc_filter, dict):
+        known = _input_names(user)
+        for key, wanted in dtc_filter.items():
+            try:
+                [dtc] = parse_dtc_filter({key: wanted})
+            except ValueError as e:
+                found.append((f"dtc_filter.{key}", str(e)))
+                continue
+            for index, item in enumerate(wanted):
+                if isinstance(item, str) and item not in known and not _RAW_NAME.match(item):
+                    found.append((f"dtc_filter.{key}[{index}]", (
+                        f"dtc_filter.{dtc}: {item!r} is not the name of any register "
+                        f"(every name is in docs/registers.md; reg_<n> or a number for others)")))
+    else:
+        found.extend(_one("dtc_filter", parse_dtc_filter, dtc_filter))
+    return found
+
+
+def _one(key, parse, value):
+    try:
+        parse(value)
+    except ValueError as e:
+        return [(key, str(e))]
+    return []

@@ -1,28 +1,35 @@
 """
 `grott check --config config.yaml`: is this configuration safe to restart
-with?  Like `nginx -t`: prints "PATH: OK" and exits 0, or lists the problems
-and exits 1, so `grott check -c new.yaml && systemctl restart grott` never
-swaps a running proxy for one that will not start.
+with?  Like `nginx -t`: prints "PATH: OK" and exits 0, or lists every
+problem, each naming the file, the key and its line, and exits 1, so
+`grott check -c new.yaml && systemctl restart grott` never swaps a running
+proxy for one that will not start.
 
-Beyond loading the file (types, unknown keys, endpoint strings), it builds
-the whole service tree on a MemoryReactor, without starting it or touching
-the network, to catch wiring errors (unknown plugin names...), and checks
-that the log files it names can be written by the user running the check.
-Warnings (a secret too short to mask, a file others can read while it holds
-secrets) go to standard error as "PATH: warning: ..." and do not fail it.
+Beyond loading the file (types, unknown and duplicate keys, endpoint
+strings) and what start-up checks (register definitions, DTC filter names,
+log file directories), it builds the whole service tree on a MemoryReactor,
+without starting it or touching the network, to catch wiring errors
+(unknown plugin names...).  What building logs as an error about plugins (a
+plugin file that fails to import, an object that does not provide the
+plugin interface) is a problem too: start-up only logs it, but a check
+should not say OK.  Warnings (a secret too short to mask, a file others can
+read while it holds secrets, settings for a plugin that is not there) go to
+standard error as "PATH: warning: ..." and do not fail it.
 """
 
 import sys
 
 from twisted.internet.testing import MemoryReactor
-from twisted.python import usage
+from twisted.logger import LogLevel, formatEvent
 
-from grott.config import ConfigError, load_config
-from grott.logs import check_paths
-from grott.secrets import secret_warnings
+from grott import logs
+from grott.config import ConfigError, in_file_order, load_config, without_line
+from grott.outputs import jsonl
+from grott.scripts import _options
+from grott.secrets import Secrets, secret_warnings, secrets_in
 
 
-class Options(usage.Options):
+class Options(_options.Options):
     synopsis = "[--config PATH]"
     optParameters = (
         ["config", "c", "config.yaml", "Path to the configuration file to check."],
@@ -31,6 +38,39 @@ class Options(usage.Options):
     def parseArgs(self, path=None):
         if path is not None:
             self["config"] = path
+
+
+class _PluginProblems:
+    """
+    Collects what the plugin loader logs while the tree is built: errors (a
+    plugin file that fails to import, an object that does not provide the
+    plugin interface) as problems, warnings (settings for a plugin that is
+    not there, a class without an instance) as warnings; each names
+    C{plugins} and its line.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.found = []
+        self.warned = []
+        # A plugin's own error text may quote its settings.
+        self.secrets = Secrets(secrets_in(config))
+
+    def __call__(self, event):
+        if not event.get("log_namespace", "").startswith("grott.pluginloader"):
+            return
+        level = event.get("log_level", LogLevel.info)
+        if level < LogLevel.warn:
+            return
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += f": {failure.type.__name__}: {failure.getErrorMessage()}"
+        line = self.config.problem("plugins", self.secrets.mask(" ".join(text.split())))
+        if level >= LogLevel.error:
+            self.found.append(line)
+        else:
+            self.warned.append(line.replace(": plugins: ", ": warning: plugins: ", 1))
 
 
 def problems_in(path, build=None):
@@ -47,23 +87,42 @@ def check(path, build=None):
     (problems, warnings) of the configuration at C{path}: problems stop
     grott from starting; warnings (a weak secret, a file others can read
     while it holds secrets) do not.  Both are lines naming the file, and
-    neither ever contains a secret.
+    neither ever contains a secret.  Every problem is listed, in file order.
     """
+    from grott import service
     try:
         config = load_config(path)
+        problems = []
     except ConfigError as e:
-        return [str(e)], []
-    problems = [f"{path}: {p}" for p in check_paths(config.log)]
+        if e.config is None:
+            return e.problems, []
+        # Go on with what could be read: every problem in one run.
+        config, problems = e.config, list(e.problems)
+    problems += service.problems(config)
+    if config.outputs.jsonl is not None:
+        # Not a start-up error: the output retries with every record (a
+        # disk mounted late), but a check should not say OK.
+        problem = jsonl.path_problem(config.outputs.jsonl.path)
+        if problem:
+            problems.append(config.problem("outputs.jsonl.path", problem))
     if build is None:
-        from grott.service import makeService as build
+        build = service.makeService
+    plugins = _PluginProblems(config)
+    logs.publisher.addObserver(plugins)
     try:
         build(config, MemoryReactor())
     except ConfigError as e:
-        problems.append(str(e) if str(e).startswith(f"{path}:") else f"{path}: {e}")
+        known = {without_line(p) for p in problems}
+        for problem in e.problems:
+            line = problem if problem.startswith(f"{path}:") else f"{path}: {problem}"
+            if without_line(line) not in known:
+                problems.append(line)
     except Exception as e:  # noqa: BLE001 (any failure to build is the answer)
         problems.append(f"{path}: cannot build the service: {type(e).__name__}: {e}")
+    finally:
+        logs.publisher.removeObserver(plugins)
     warnings = [f"{path}: warning: {w}" for w in secret_warnings(config, path)]
-    return problems, warnings
+    return in_file_order(problems + plugins.found), warnings + plugins.warned
 
 
 def main(options, stdout=None, stderr=None, build=None):

@@ -27,19 +27,46 @@ from twisted.python import usage
 
 from grott.codec import CodecError, Garbage, frame_all
 from grott.registers import Decoder
+from grott.scripts import _options
 
 _NOISE = re.compile(r"0x|[\s:,]", re.IGNORECASE)
 
+#: A real protocol-6 data record (0x04) of a classic inverter, as a
+#: datalogger sends it (scrambled): `grott decode --example`.  From the
+#: public test data of johanmeijer/grott (testoffset.py, "Eigen data nieuw").
+EXAMPLE = (
+    "007d0006010101040d222c4559454c74412d7761747447726f7761747447726f7761747447723e3a"
+    "23464c75415d4150747447726f7761747447726f7761747447726f7775736d577848756174746b72"
+    "6e77617c0a4f3a6f7d61747c39726f7761747447726f7766d167c07b547769747440d76f77617474"
+    "47726f7761747447726f776174745d726ffe89776657946e7361747447726f7761747447726f7761"
+    "7474477ce977617474475f6f2e2f547447726f776174684772ffac61747447726f77617474d7a96f"
+    "7761747447726f7761747447726f7761747447726f7761747447786f77698d7c267a3877607d2907"
+    "066e246f0875097c137761747547606f7761747447726f70f5"
+)
 
-class Options(usage.Options):
-    synopsis = "[--config FILE] [--dtc CODE] HEX [HEX ...]   (or hex on standard input)"
+
+class Options(_options.Options):
+    synopsis = ("[--config FILE] [--dtc CODE] [--pretty] HEX [HEX ...]   (or hex on standard "
+                "input; --example for a sample)")
     optParameters: typing.ClassVar = [
         ["config", "c", None, "Decode with the registers, families and dtc_filter of this config."],
         ["dtc", None, None, "Device type code of the inverter, as learnt from its announce.", int],
     ]
+    optFlags: typing.ClassVar = [
+        ["example", None,
+         "Decode a real data record (a classic inverter's, protocol 6), to see the output."],
+        ["pretty", None,
+         "Indented JSON, one key per line, for reading (default: one line per packet)."],
+    ]
 
     def parseArgs(self, *hexes):
         self["hexes"] = hexes
+
+    def postOptions(self):
+        if self["example"]:
+            if self["hexes"]:
+                raise usage.UsageError("--example takes no packets of its own")
+            self["hexes"] = (EXAMPLE,)
 
 
 def packets_from_hex(text):
@@ -119,7 +146,8 @@ def main(options, stdin=None, stdout=None, stderr=None):
         except ValueError as e:
             stderr.write(f"grott decode: {where}: {e}\n")
             return 2
+    indent = 2 if options["pretty"] else None
     for packet in packets:
         description = describe(packet, decoder, options["dtc"])
-        stdout.write(json.dumps(description, ensure_ascii=False) + "\n")
+        stdout.write(json.dumps(description, ensure_ascii=False, indent=indent) + "\n")
     return 0

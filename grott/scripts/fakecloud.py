@@ -1,7 +1,8 @@
 """
 `grott fake-cloud`: a stand-in Growatt server on loopback.
 
-    grott fake-cloud --listen tcp:5279:interface=127.0.0.1 --record cloud.jsonl
+    grott fake-cloud --record cloud.jsonl               # on 127.0.0.1:5280
+    grott fake-cloud --listen tcp:6000:interface=127.0.0.1 -v
     grott fake-cloud --delay 2 --drop-after 10            # a misbehaving cloud
 
 It acknowledges what the real server acknowledges and echoes pings; on
@@ -13,16 +14,20 @@ import sys
 
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
+from grott.scripts import _options
 from grott.scripts._running import begin_logging, react_main
 from grott.testing.fakecloud import FakeCloud
 
 
-class Options(usage.Options):
+class Options(_options.Options):
     synopsis = "[options]"
     optParameters = (
-        ["listen", "l", "tcp:5279:interface=127.0.0.1", "Twisted server endpoint string"],
+        # Not 5279: that is grott's own port, and the fake cloud usually
+        # runs beside grott, as its proxy.upstream.
+        ["listen", "l", "tcp:5280:interface=127.0.0.1", "Twisted server endpoint string"],
         ["record", "r", None, "append every packet (both directions) to this JSON-lines file"],
         ["delay", None, 0.0, "seconds to wait before each ack and ping echo", float],
         ["drop-after", None, None, "close a connection when its N-th packet arrives", int],
@@ -72,7 +77,13 @@ async def run(reactor, options, out=None, err=None):
     err = err or sys.stderr
     record = _open_record(options["record"]) if options["record"] else None
     try:
-        cloud, port = await listen(reactor, options, record)
+        try:
+            cloud, port = await listen(reactor, options, record)
+        except CannotListenError as e:
+            where = f"{e.interface or '*'}:{e.port}"
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            err.write(f"grott fake-cloud: cannot listen on {where}: {reason}\n")
+            return 1
         host = port.getHost()
         err.write(f"grott fake-cloud: listening on {getattr(host, 'host', host)}:"
                   f"{getattr(host, 'port', '')}\n")

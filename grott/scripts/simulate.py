@@ -18,12 +18,13 @@ from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
+from grott.scripts import _options
 from grott.scripts._running import begin_logging, react_main
 from grott.testing.simmodel import FAMILIES
 from grott.testing.simulator import DataloggerSimulation, make_specs
 
 
-class Options(usage.Options):
+class Options(_options.Options):
     synopsis = "[options]"
     optParameters = (
         ["target", "t", "tcp:127.0.0.1:5279", "where to connect: a Twisted client endpoint string"],
@@ -41,7 +42,9 @@ class Options(usage.Options):
         ["records", None, None, "stop each datalogger after this many records are acknowledged",
          int],
         ["window", None, 1, "with --flood: records in flight per datalogger", int],
-        ["reconnect", None, 5.0, "seconds before reconnecting (0: never)", float],
+        ["reconnect", None, 5.0,
+         "seconds before reconnecting (0: never; a target that refuses then ends the run)",
+         float],
         ["duration", "d", 0.0, "seconds to run (0: until --records are done or Ctrl-C)", float],
         ["start", None, None, "simulated start time, ISO 8601 local time (default: now)"],
         ["seed", None, None, "random seed for the simulated values", int],
@@ -106,12 +109,14 @@ def specs_from_options(options):
         server_host=host, server_port=port)
 
 
-async def run(reactor, options, out=None):
+async def run(reactor, options, out=None, err=None):
     """
     Run the simulation described by C{options}; write the JSON report to
-    C{out} and return the exit status (1 when nothing ever connected).
+    C{out} and return the exit status (1 when nothing ever connected, said
+    on C{err} as soon as the first attempt fails).
     """
     out = out or sys.stdout
+    err = err or sys.stderr
     endpoint = clientFromString(reactor, options["target"])
     simulation = DataloggerSimulation(reactor, endpoint, options["specs"])
     finished = defer.Deferred()
@@ -132,7 +137,20 @@ async def run(reactor, options, out=None):
                 finished.callback(report)
         return d.addCallback(write)
 
+    said = []
+
+    def unreachable(reason):
+        if simulation.ever_connected():
+            return
+        said.append(reason)
+        retry = options["reconnect"]
+        err.write(f"grott simulate: cannot connect to {options['target']}: {reason}"
+                  + (f"; retrying every {retry:g} s\n" if retry else "\n"))
+        if not retry:
+            finish()
+
     trigger = reactor.addSystemEventTrigger("before", "shutdown", finish)
+    simulation.when_unreachable().addCallback(unreachable)
     simulation.start()
     timer = None
     if options["duration"]:
@@ -145,7 +163,11 @@ async def run(reactor, options, out=None):
         if timer is not None and timer.active():
             timer.cancel()
         reactor.removeSystemEventTrigger(trigger)
-    return 0 if report["connections"] else 1
+    if not report["connections"]:
+        if options["reconnect"] or not said:
+            err.write(f"grott simulate: no datalogger could connect to {options['target']}\n")
+        return 1
+    return 0
 
 
 def main(options):

@@ -128,6 +128,12 @@ class _Pending:
         return not self.missing
 
 
+def _peer(protocol):
+    peer = protocol.transport.getPeer() if protocol.transport is not None else None
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return f"{host}:{port}" if host is not None else str(peer)
+
+
 class FakeCloudProtocol(Protocol):
     """
     One datalogger connection to the fake cloud.  The factory keeps the
@@ -323,6 +329,8 @@ class FakeCloud(Factory):
 
     def connection_made(self, protocol):
         self.accepted += 1
+        self.log.info("fake cloud: connection from {peer}{refusing}", peer=_peer(protocol),
+                      refusing=" (refused: --refuse)" if self.refuse else "")
         if self.refuse:
             self.refused += 1
         self.open_connections.add(protocol)
@@ -330,6 +338,9 @@ class FakeCloud(Factory):
 
     def connection_lost(self, protocol):
         self.closed += 1
+        self.log.info("fake cloud: connection from {peer} closed (datalogger {serial}, "
+                      "{count} packets)", peer=_peer(protocol), count=protocol.packets,
+                      serial=protocol.serial or "unidentified")
         self.open_connections.discard(protocol)
         if protocol.serial is not None and self.connections.get(protocol.serial) is protocol:
             del self.connections[protocol.serial]
@@ -341,6 +352,8 @@ class FakeCloud(Factory):
 
     def identified(self, protocol):
         self.connections[protocol.serial] = protocol
+        self.log.info("fake cloud: {peer} is datalogger {serial}", peer=_peer(protocol),
+                      serial=protocol.serial)
 
     def _note(self, protocol, direction, raw, packet=None, garbage=False):
         now = self.clock.seconds()

@@ -33,7 +33,7 @@ import datetime
 import statistics
 import time
 
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.internet.protocol import Factory, Protocol
 
 from grott.codec import (
@@ -241,6 +241,8 @@ class DataloggerState:
         self._sequences = {}
         self.records_sent = 0
         self.reboot_requested = False
+        #: Why the last connection attempt failed (None: none has).
+        self.connect_error = None
         self.backlog = collections.deque()
         self._waiters = []
         self.config = self._initial_config()
@@ -720,9 +722,10 @@ class DataloggerFactory(Factory):
     def _failed(self, reason):
         self._connecting = None
         self.connection = None
-        if reason.check(defer.CancelledError):
-            return
+        if reason.check(defer.CancelledError, error.ConnectingCancelledError):
+            return  # we gave up (stop), not the target
         self.state.stats.connect_failures += 1
+        self.state.connect_error = reason.getErrorMessage()
         self.log.info("datalogger {serial} could not connect: {reason}",
                       serial=self.spec.serial, reason=reason.getErrorMessage())
         self.state.changed()
@@ -821,6 +824,20 @@ class DataloggerSimulation:
         Fires when every datalogger has C{count} records acknowledged.
         """
         return defer.gatherResults([f.state.when_acked(count) for f in self.factories])
+
+    def when_unreachable(self):
+        """
+        Fires with the reason when a datalogger fails to connect before
+        any has ever connected: the target is not there at all.
+        """
+        d = defer.DeferredList(
+            [f.state.wait(lambda s: s.connect_error is not None) for f in self.factories],
+            fireOnOneCallback=True, consumeErrors=True)
+        d.addCallback(lambda result: result[0].connect_error)
+        return d
+
+    def ever_connected(self):
+        return any(f.state.stats.connections for f in self.factories)
 
     def stats(self):
         """
