@@ -358,7 +358,7 @@ class ServiceTests(TestCase):
             self.config('  token: "short"\n')
         self.assertEqual(str(e.exception),
                          "test.yaml: command.token: must be at least 16 characters "
-                         "(or empty for none) (line 7)")
+                         "(or empty for none) (line 9)")
 
     async def test_unixSocketIsPrivate(self):
         for mode, extra in [(0o600, ""), (0o660, '  mode: "0660"\n')]:

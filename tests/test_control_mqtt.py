@@ -104,7 +104,7 @@ class ParseTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             config_from_string("control:\n  mqtt: true\n", "c.yaml")
         self.assertEqual(str(caught.exception), "c.yaml: control.mqtt: needs outputs.mqtt "
-                                                 "(the broker connection it uses)")
+                                                 "(the broker connection it uses) (line 2)")
         with self.assertRaises(ConfigError) as caught:
             config_from_string("control:\n  topic_prefix: a/+\n", "c.yaml")
         self.assertIn("c.yaml: control.topic_prefix: must not contain the wildcards",
