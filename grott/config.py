@@ -19,7 +19,9 @@ import typing
 
 import yaml
 
-__all__ = ["ConfigError", "Config", "load_config", "config_from_string", "config_from_dict"]
+__all__ = [
+    "Config", "ConfigError", "config_from_dict", "config_from_string", "load_config", "seconds",
+]
 
 
 class ConfigError(Exception):
@@ -247,6 +249,44 @@ class MqttConfig:
     discovery_prefix: str = _field("homeassistant", _topic)
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(value):
+    """
+    A duration setting in seconds: a number of seconds, or text such as
+    C{"90s"}, C{"30m"}, C{"12h"}, C{"14d"}.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        unit = _DURATION_UNITS.get(text[-1:].lower())
+        if unit is None:
+            return float(text)
+        return float(text[:-1]) * unit
+    return float(value)
+
+
+def _duration(value):
+    try:
+        amount = seconds(value)
+    except ValueError:
+        return f"expected seconds or a duration like 30m, 12h, 14d; got {value!r}"
+    if not amount > 0:
+        return "must be greater than 0"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpoolConfig:
+    #: One SQLite file per output here (relative to the working directory).
+    directory: str = _field("spool", lambda v: None if v else "must not be empty")
+    #: Largest size of one output's spool in megabytes; the oldest records go first.
+    max_mb: float = _field(100.0, _positive)
+    #: Records older than this (seconds, or 30m / 12h / 14d) are dropped.
+    max_age: typing.Union[float, str] = _field("14d", _duration)
+    #: Longest wait between delivery attempts, seconds (doubling from 1 s).
+    retry_max: float = _field(60.0, _positive)
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputsConfig:
     """
@@ -256,6 +296,8 @@ class OutputsConfig:
 
     jsonl: JsonlConfig = _field(None)
     mqtt: MqttConfig = _field(None)
+    #: Where and how much the spooled outputs keep on disk (always present).
+    spool: SpoolConfig = dataclasses.field(default_factory=SpoolConfig)
 
 
 @dataclasses.dataclass(frozen=True)

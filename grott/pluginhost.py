@@ -13,28 +13,20 @@ which its records are dropped and counted, with one warning per burst.
 
 import collections
 import threading
-from functools import partial
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from grott import pluginloader
+from grott.interfaces import IGrottPlugin, ISpoolSink
 from grott.logs import Logger
+from grott.spool import SpooledOutput
+from grott.threads import DaemonThreadPool
 
 __all__ = ["PluginHost"]
-
-
-class _DaemonThreadPool(ThreadPool):
-    """
-    A thread pool whose threads do not keep the process alive: a blocking
-    plugin stuck forever must not stop grott from exiting.
-    """
-
-    threadFactory = staticmethod(partial(threading.Thread, daemon=True))
 
 
 class _Runner:
@@ -228,7 +220,7 @@ class _Runner:
         busy = None
         if self._busy_since is not None:
             busy = round(self.reactor.seconds() - self._busy_since, 3)
-        return {
+        stats = {
             "name": self.name,
             "state": self.state,
             "thread": self.blocking,
@@ -238,6 +230,9 @@ class _Runner:
             "queued": len(self.queue),
             "busy_seconds": busy,
         }
+        if isinstance(self.plugin, SpooledOutput):
+            stats["spool"] = self.plugin.spool_stats()
+        return stats
 
 
 class PluginHost(service.Service):
@@ -265,10 +260,11 @@ class PluginHost(service.Service):
             loaded = pluginloader.load(config, reactor, package)
         else:
             loaded = pluginloader.given(plugins)
+        loaded = [self._spooled(item, config.outputs.spool) for item in loaded]
         blocking = sum(1 for item in loaded if item.blocking)
         # One delivery in flight per plugin, so one thread per blocking
         # plugin is enough and a stuck plugin cannot starve another.
-        self.pool = _DaemonThreadPool(minthreads=0, maxthreads=max(1, blocking),
+        self.pool = DaemonThreadPool(minthreads=0, maxthreads=max(1, blocking),
                                       name="grott-plugins")
         self.runners = [_Runner(item, reactor, self.pool, config.plugins.queue_size, self.log)
                         for item in loaded]
@@ -278,6 +274,15 @@ class PluginHost(service.Service):
                           thread=", runs in a thread" if runner.blocking else "")
         if not self.runners:
             self.log.info("no plugins enabled")
+
+    def _spooled(self, item, settings):
+        """
+        An L{ISpoolSink} runs behind a spool of its own (L{grott.spool}).
+        """
+        if ISpoolSink.providedBy(item.plugin) and not IGrottPlugin.providedBy(item.plugin):
+            return pluginloader.Loaded(item.name, SpooledOutput(item.plugin, settings,
+                                                                self.reactor), item.origin)
+        return item
 
     def deliver(self, packet, record):
         """
@@ -295,7 +300,8 @@ class PluginHost(service.Service):
         """
         Per-plugin counters: a list of dicts with name, state, thread (runs
         in the pool), delivered, failed, dropped, queued (queue depth) and
-        busy_seconds (age of the delivery in flight, or None).
+        busy_seconds (age of the delivery in flight, or None); spooled
+        outputs add C{spool} (L{SpooledOutput.spool_stats}).
         """
         return [runner.stats() for runner in self.runners]
 

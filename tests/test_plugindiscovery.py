@@ -18,6 +18,7 @@ from grott.config import (
     ConfigError,
     JsonlConfig,
     MqttConfig,
+    SpoolConfig,
     config_from_string,
     load_config,
 )
@@ -146,11 +147,12 @@ class ShippedConfigTests(unittest.SynchronousTestCase):
         start = text.index("\noutputs:\n") + 1
         block = text[start:text.index("\n# ---", start)]
         uncommented = "\n".join(
-            line.replace("  # ", "  ", 1) if re.match(r"^  # (jsonl|mqtt|  )", line) else line
+            line.replace("  # ", "  ", 1) if re.match(r"^  # (jsonl|mqtt|spool|  )", line) else line
             for line in block.splitlines())
         outputs = config_from_string(uncommented, "config.yaml").outputs
         self.assertEqual(outputs.jsonl, JsonlConfig())
         self.assertEqual(outputs.mqtt, MqttConfig())
+        self.assertEqual(outputs.spool, SpoolConfig())
 
 
 class DirectoryTests(unittest.SynchronousTestCase):
