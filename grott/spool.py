@@ -379,7 +379,7 @@ class SpooledOutput:
         self._loop = None
         self._waiter = None
         self._failing = 0
-        self._stopping = False
+        self._stopping = True  # until started
 
     # -- the plugin side
 
@@ -552,6 +552,8 @@ class SpooledOutput:
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self):
+        if self._stopping:
+            return  # stopped already
         self._stopping = True
         loop, self._loop = self._loop, None
         if loop is not None:

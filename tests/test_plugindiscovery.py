@@ -16,6 +16,7 @@ import grott.plugins
 from grott import logs
 from grott.config import (
     ConfigError,
+    InfluxdbConfig,
     JsonlConfig,
     MqttConfig,
     SpoolConfig,
@@ -139,7 +140,8 @@ class ShippedConfigTests(unittest.SynchronousTestCase):
 
     def test_no_output_on(self):
         config = load_config(self.path)
-        self.assertEqual((config.outputs.jsonl, config.outputs.mqtt), (None, None))
+        self.assertEqual((config.outputs.jsonl, config.outputs.mqtt, config.outputs.influxdb,
+                          config.outputs.pvoutput), (None, None, None, None))
 
     def test_commented_examples_are_the_defaults(self):
         with open(self.path, encoding="utf-8") as f:
@@ -147,12 +149,13 @@ class ShippedConfigTests(unittest.SynchronousTestCase):
         start = text.index("\noutputs:\n") + 1
         block = text[start:text.index("\n# ---", start)]
         uncommented = "\n".join(
-            line.replace("  # ", "  ", 1) if re.match(r"^  # (jsonl|mqtt|spool|  )", line) else line
+            line.replace("  # ", "  ", 1) if re.match(r"^  # (jsonl|mqtt|influxdb|spool|  )", line) else line
             for line in block.splitlines())
         outputs = config_from_string(uncommented, "config.yaml").outputs
         self.assertEqual(outputs.jsonl, JsonlConfig())
         self.assertEqual(outputs.mqtt, MqttConfig())
         self.assertEqual(outputs.spool, SpoolConfig())
+        self.assertEqual(outputs.influxdb, InfluxdbConfig())
 
 
 class DirectoryTests(unittest.SynchronousTestCase):

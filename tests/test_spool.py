@@ -143,7 +143,7 @@ class SpooledOutputTests(unittest.TestCase):
 
     async def started(self, out):
         await out.startService()
-        self.addCleanup(lambda: out.stopService() if out._pool.started else None)
+        self.addCleanup(out.stopService)
         return out
 
     async def test_a_record_is_on_disk_before_it_counts_as_queued(self):
