@@ -1,7 +1,7 @@
 """
 The load generator of bench/relay.py: N simulated dataloggers in one process.
 
-Record contents come from grott's simulator model (L{grott.simulator}: a
+Record contents come from grott's simulator model (L{grott.testing.simulator}: a
 MIN/TL-X inverter on protocol 6, 585-byte data records, the announce a real
 logger sends first), built once per datalogger; what runs per record is only
 what a datalogger must do anyway: give the record the next sequence number
@@ -38,7 +38,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.protocols.basic import LineReceiver
 
 from grott.codec import ACKNOWLEDGED, Framer, Garbage, RecordType, build_packet
-from grott.simulator import DataloggerSpec, DataloggerState
+from grott.testing.simulator import DataloggerSpec, DataloggerState
 
 _now = time.perf_counter
 

@@ -25,11 +25,13 @@ same register apart from grott's.
 """
 
 import collections
+import functools
 import ipaddress
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 
 from grott.codec import (
     FROM_DATALOGGER,
@@ -43,6 +45,7 @@ from grott.codec import (
     build,
     parse_body,
 )
+from grott.counters import COMMAND_BUCKETS, Histogram
 from grott.logs import Logger
 
 __all__ = [
@@ -197,6 +200,35 @@ class _SessionCommands:
         return False
 
 
+def _counted(op):
+    """
+    Count a dispatcher command method's outcome by C{via} (who asked: the
+    admin socket, MQTT, ...), C{op} and result, and time it from the call
+    to the answer (queueing included: what the asker waits).  The method
+    takes a keyword C{via}, C{"admin"} unless given.
+    """
+    def decorate(method):
+        @functools.wraps(method)
+        def counted(self, *args, via="admin", **kwargs):
+            started = self.clock.seconds()
+            try:
+                d = method(self, *args, **kwargs)
+            except NotConnected:
+                self.outcomes[(via, op, "not_connected")] += 1
+                raise
+            except CommandError:
+                self.outcomes[(via, op, "rejected")] += 1
+                raise
+            return d.addBoth(self._finished, via, op, started)
+        return counted
+    return decorate
+
+
+#: Outcome label of a failed command, by exception (first match wins).
+_RESULTS = ((CommandTimeout, "timeout"), (DataloggerGone, "gone"),
+            (CommandRefused, "refused"), (defer.CancelledError, "cancelled"))
+
+
 class CommandDispatcher:
     """
     Sends grott's commands to dataloggers and takes their replies out of
@@ -228,6 +260,22 @@ class CommandDispatcher:
         #: sessions that echoed grott's sequence numbers (kept while idle)
         self._echoes = set()
         self.counts = collections.Counter()
+        #: (via, op, result) -> commands; see L{_counted}
+        self.outcomes = collections.Counter()
+        #: (via, op) -> L{Histogram} of seconds from asking to the answer
+        self.latency = {}
+
+    def _finished(self, result, via, op, started):
+        if isinstance(result, Failure):
+            outcome = next((name for kind, name in _RESULTS if result.check(kind)), "error")
+        else:
+            outcome = "ok"
+        self.outcomes[(via, op, outcome)] += 1
+        histogram = self.latency.get((via, op))
+        if histogram is None:
+            histogram = self.latency[(via, op)] = Histogram(COMMAND_BUCKETS)
+        histogram.observe(self.clock.seconds() - started)
+        return result
 
     # ---------------------------------------------------------------- queries
 
@@ -239,21 +287,31 @@ class CommandDispatcher:
         return [(s.datalogger_serial, s.inverter_serial, s.protocol)
                 for s in self.registry.sorted() if s.datalogger_serial is not None]
 
+    def report(self):
+        """
+        The command socket's part of the stats report, as a dict.
+        """
+        c = self.counts
+        report = {name: c[name] for name in ("sent", "answered", "refused", "timeouts",
+                                              "late_replies", "gone")}
+        report["in_flight"] = sum(1 for s in self._states.values() if s.current is not None)
+        report["queued"] = sum(len(s.queue) for s in self._states.values())
+        return report
+
     def report_lines(self):
         """
         The command socket's part of the stats report.
         """
-        c = self.counts
-        queued = sum(len(s.queue) for s in self._states.values())
-        in_flight = sum(1 for s in self._states.values() if s.current is not None)
-        line = (f"  commands: sent={c['sent']} answered={c['answered']} "
-                f"refused={c['refused']} timeouts={c['timeouts']} "
-                f"late_replies={c['late_replies']} gone={c['gone']} "
-                f"in_flight={in_flight} queued={queued}")
+        r = self.report()
+        line = (f"  commands: sent={r['sent']} answered={r['answered']} "
+                f"refused={r['refused']} timeouts={r['timeouts']} "
+                f"late_replies={r['late_replies']} gone={r['gone']} "
+                f"in_flight={r['in_flight']} queued={r['queued']}")
         return [line]
 
     # ---------------------------------------------------------------- commands
 
+    @_counted("read")
     def read_registers(self, serial, first, count=1):
         """
         Read inverter holding registers C{first}..C{first + count - 1}.
@@ -274,6 +332,7 @@ class CommandDispatcher:
         return self._submit(serial, InverterReadRequest(first, last), True, finish,
                             f"read {first}..{last}")
 
+    @_counted("set")
     def write_register(self, serial, register, value):
         """
         Write one inverter holding register.
@@ -294,6 +353,7 @@ class CommandDispatcher:
         return self._submit(serial, InverterWriteRequest(register, value), True, finish,
                             f"set {register}")
 
+    @_counted("dread")
     def read_config(self, serial, register):
         """
         Read one datalogger configuration register.
@@ -304,6 +364,7 @@ class CommandDispatcher:
         return self._submit(serial, ConfigGetRequest(register, register), False,
                             lambda reply: (reply.register, reply.text), f"dread {register}")
 
+    @_counted("dset")
     def write_config(self, serial, register, text):
         """
         Set one datalogger configuration register to C{text}.

@@ -144,6 +144,21 @@ class CommandConfig:
     timeout: float = _field(10.0, _positive)
 
 
+def _token(value):
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "must not contain spaces or control characters (it goes in an HTTP header)"
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    #: The monitoring HTTP endpoint (/metrics, /healthz, /readyz, /stats);
+    #: "none" turns it off.
+    listen: str = _field("tcp:9279:interface=127.0.0.1",
+                         lambda v: None if v == "none" else _server_endpoint(v))
+    #: When set, every request needs "Authorization: Bearer TOKEN".
+    token: str = _field("", _token, secret=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class LogConfig:
     #: Lowest level logged: debug, info, warn, error, critical.
@@ -399,6 +414,8 @@ class Config:
 
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
     command: CommandConfig = dataclasses.field(default_factory=CommandConfig)
+    #: The monitoring HTTP endpoint: Prometheus metrics, health, stats.
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     plugins: PluginsConfig = dataclasses.field(default_factory=PluginsConfig)
     #: Built-in outputs (jsonl, mqtt); a section present turns it on.

@@ -228,11 +228,22 @@ class _Runner:
             "failed": self.failed,
             "dropped": self.dropped,
             "queued": len(self.queue),
+            "queue_size": self.limit,
             "busy_seconds": busy,
+            "connected": _connected(self.plugin),
         }
         if isinstance(self.plugin, SpooledOutput):
             stats["spool"] = self.plugin.spool_stats()
         return stats
+
+
+def _connected(plugin):
+    """
+    Whether an output is connected to its sink: its C{connected} attribute
+    when it has a true/false one (the MQTT output does), else None.
+    """
+    connected = getattr(plugin, "connected", None)
+    return connected if isinstance(connected, bool) else None
 
 
 class PluginHost(service.Service):
@@ -299,9 +310,10 @@ class PluginHost(service.Service):
     def stats(self):
         """
         Per-plugin counters: a list of dicts with name, state, thread (runs
-        in the pool), delivered, failed, dropped, queued (queue depth) and
-        busy_seconds (age of the delivery in flight, or None); spooled
-        outputs add C{spool} (L{SpooledOutput.spool_stats}).
+        in the pool), delivered, failed, dropped, queued (queue depth),
+        queue_size (its limit), busy_seconds (age of the delivery in flight,
+        or None) and connected (of an output to its sink; None if unknown);
+        spooled outputs add C{spool} (L{SpooledOutput.spool_stats}).
         """
         return [runner.stats() for runner in self.runners]
 

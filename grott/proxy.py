@@ -225,6 +225,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
     def garbageFromDatalogger(self, garbage):
         self.session.parse_errors += 1
         self.session.garbage_bytes += len(garbage.data)
+        self.session.saw_garbage(garbage)
         self.log.warn("datalogger {serial} from {peer}: {count} bytes are not a packet "
                       "({reason}); relayed unchanged",
                       serial=self.session.datalogger_serial, peer=self.session.peer,
@@ -407,6 +408,7 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
                 continue
             session.packets_out += 1
             session.bytes_out += len(item.raw)
+            session.saw_server_packet(item)
             self.transport.write(item.raw)
 
     def cloudCommandDropped(self, packet):

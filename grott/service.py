@@ -3,14 +3,16 @@ The service tree: what runs, wired together.
 
     grott (GrottService)
      +- logging    level, log file, per-datalogger files, secret masking
+     +- metrics    monitoring HTTP (grott.monitor): /metrics, /healthz, /readyz,
+     |             /stats; absent with metrics.listen: none
      +- plugins    plugin host: a bounded queue per plugin, thread pool, outputs
      +- proxy      datalogger listener (strports) -> per-datalogger upstream
      +- stats      the session report on SIGUSR1
-     +- command    the admin socket (LineReceiver)
+     +- command    the admin socket (grott.commands); absent with command.listen: none
 
 Children stop in reverse: the proxy stops taking data before the plugins
-drain, and logging closes last.
-     +- command    the admin socket (grott.commands); absent with command.listen: none
+drain, the monitoring endpoint answers until both have stopped, and logging
+closes last.
 
 This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
@@ -28,12 +30,19 @@ from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import ConfigError
 from grott.logs import Logger, LoggingService
+from grott.metrics import (
+    GrottCollector,
+    TimedEndpoint,
+    count_decoding,
+    metrics_registry,
+)
+from grott.monitor import check_ready, make_site
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
 from grott.proxy import ProxyFactory
 from grott.registers import Decoder
 from grott.session import Registry
-from grott.stats import StatsService, report_lines
+from grott.stats import StatsService, report_data, report_lines
 
 __all__ = ["GrottService", "ProxyService", "makeService"]
 
@@ -158,15 +167,13 @@ def makeService(config, reactor):
     top.setName("grott")
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
-    logging.setServiceParent(top)
     plugins = PluginHost(config, reactor)
     plugins.setName("plugins")
-    plugins.setServiceParent(top)
     registry = Registry()
     decoder = makeDecoder(config)
     proxyConfig = config.proxy
     upstream = None if proxyConfig.upstream == "none" else \
-        clientFromString(reactor, proxyConfig.upstream)
+        TimedEndpoint(clientFromString(reactor, proxyConfig.upstream), registry.totals, reactor)
     commands = CommandDispatcher(registry, reactor, timeout=config.command.timeout)
     factory = ProxyFactory(
         upstream, registry, reactor,
@@ -175,7 +182,8 @@ def makeService(config, reactor):
         connect_timeout=config.proxy.connect_timeout,
         idle_timeout=config.proxy.idle_timeout,
         pending_limit=config.proxy.pending_limit,
-        decode=decoder.decode,
+        decode=count_decoding(decoder.decode, registry.totals,
+                              partial(_family_of, registry)),
         on_record=plugins.deliver,
         fallback=proxyConfig.upstream_fallback,
         retry_max=proxyConfig.retry_max,
@@ -186,14 +194,41 @@ def makeService(config, reactor):
     )
     proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
     proxy.setName("proxy")
-    proxy.setServiceParent(top)
 
     def report():
         return report_lines(registry, reactor.seconds(),
                             extra=[commands.report_lines, partial(plugin_lines, plugins)])
 
+    def report_json():
+        data = report_data(registry, reactor.seconds())
+        data["commands"] = commands.report()
+        data["plugins"] = plugins.stats()
+        return data
+
     stats = StatsService(report, reactor)
     stats.setName("stats")
+
+    # Children start in this order and stop in reverse: logging closes last,
+    # and the monitoring endpoint answers (503 on /readyz) until the
+    # proxy and the plugins have stopped.
+    logging.setServiceParent(top)
+    if config.metrics.listen != "none":
+        collector = GrottCollector(registry, reactor, commands=commands,
+                                   plugins=plugins.stats,
+                                   capacity=lambda: factory.max_dataloggers)
+
+        def readiness():
+            return check_ready(top.running and proxy.running, factory.numPorts > 0,
+                               plugins.stats())
+
+        site = make_site(metrics_registry(collector), readiness, report_json,
+                         token=config.metrics.token, listen=config.metrics.listen,
+                         reactor=reactor)
+        monitoring = strports.service(config.metrics.listen, site, reactor=reactor)
+        monitoring.setName("metrics")
+        monitoring.setServiceParent(top)
+    plugins.setServiceParent(top)
+    proxy.setServiceParent(top)
     stats.setServiceParent(top)
     if config.command.listen != "none":
         # strports: a command port in use stops start-up like the proxy's.
@@ -205,4 +240,14 @@ def makeService(config, reactor):
     top.commands = commands
     top.registry = registry
     top.report = report
+    top.report_json = report_json
     return top
+
+
+def _family_of(registry, packet):
+    """
+    The inverter family last decoded for C{packet}'s datalogger, if any:
+    what a decode error is counted under.
+    """
+    session = registry.by_serial(packet.datalogger_serial)
+    return session.family if session is not None else None

@@ -7,11 +7,16 @@ protocol classes lets the report and the command socket work on sessions
 without touching transports.
 """
 
+import collections
 import itertools
 
 from grott.codec import RecordType
+from grott.counters import Totals
 
 __all__ = ["Registry", "Session"]
+
+#: In the reason of garbage that was a frame whose CRC did not match.
+_CRC = "crc"
 
 _ids = itertools.count(1)
 
@@ -58,7 +63,12 @@ class Session:
         self.commands = 0
         self.commands_dropped = 0
         self.last_packet_at = None
+        self.last_record_at = None
+        #: inverter family of the last decoded record
+        self.family = None
         self.closed_by = None
+        #: process-wide counters; the registry hands over its own in add()
+        self.totals = Totals()
 
     @property
     def inverter_serial(self):
@@ -88,6 +98,13 @@ class Session:
         """
         self.packets_in += 1
         self.last_packet_at = now
+        entry = self.totals.traffic_in.get(packet.record_type)
+        if entry is None:
+            entry = self.totals.traffic_in[packet.record_type] = [0, 0]
+        entry[0] += 1
+        entry[1] += len(packet.raw)
+        if packet.crc_ok is False:
+            self.totals.crc_failures += 1
         self.protocol = packet.protocol
         learned = None
         if self.datalogger_serial is None:
@@ -95,16 +112,37 @@ class Session:
             if serial is not None:
                 self.datalogger_serial = learned = serial
         if packet.record_type in _INVERTER_RECORDS:
+            if packet.record_type != RecordType.ANNOUNCE:
+                self.last_record_at = now
             inverter = packet.inverter_serial
             if inverter is not None and self.inverters.get(packet.device_address) != inverter:
                 self.inverters[packet.device_address] = inverter
         return learned
+
+    def saw_server_packet(self, packet):
+        """
+        Count a packet relayed from the cloud to the datalogger.
+        """
+        entry = self.totals.traffic_out.get(packet.record_type)
+        if entry is None:
+            entry = self.totals.traffic_out[packet.record_type] = [0, 0]
+        entry[0] += 1
+        entry[1] += len(packet.raw)
+
+    def saw_garbage(self, garbage):
+        """
+        Count bytes from the datalogger that were not a packet (relayed all
+        the same) when they were a frame whose CRC failed.
+        """
+        if _CRC in garbage.reason.lower():
+            self.totals.crc_failures += 1
 
     def saw_record(self, record):
         """
         Remember what a decoded record says about the inverter.
         """
         self.records += 1
+        self.family = record.family
         if record.record_type == RecordType.ANNOUNCE and record.device_type_code is not None:
             self.device_type_codes[record.inverter_serial] = record.device_type_code
 
@@ -135,6 +173,10 @@ class Session:
         }
 
 
+#: Session counters the registry keeps totals of past the session's end.
+SUMMED = ("packets_in", "packets_out", "bytes_in", "bytes_out", "records", "parse_errors",
+          "garbage_bytes", "local_acks", "commands", "commands_dropped")
+
 _INVERTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
 
 
@@ -147,8 +189,12 @@ class Registry:
         self._sessions = {}
         self._by_serial = {}
         self.total_connections = 0
+        self.closed = 0
         self.rejected = 0
         self.replaced = 0
+        self.totals = Totals()
+        #: what closed sessions counted (see L{sum})
+        self._gone = collections.Counter()
 
     def __len__(self):
         return len(self._sessions)
@@ -158,10 +204,15 @@ class Registry:
 
     def add(self, session):
         self._sessions[session.id] = session
+        session.totals = self.totals
         self.total_connections += 1
 
     def remove(self, session):
-        self._sessions.pop(session.id, None)
+        if self._sessions.pop(session.id, None) is not None:
+            self.closed += 1
+            gone = self._gone
+            for name in SUMMED:
+                gone[name] += getattr(session, name)
         serial = session.datalogger_serial
         if serial is not None and self._by_serial.get(serial) is session:
             del self._by_serial[serial]
@@ -180,6 +231,13 @@ class Registry:
             self.replaced += 1
             return old
         return None
+
+    def sum(self, name):
+        """
+        A session counter (one of L{SUMMED}) over every session since
+        start: the open ones now plus what the closed ones had.
+        """
+        return self._gone[name] + sum(getattr(s, name) for s in self._sessions.values())
 
     def by_serial(self, serial):
         return self._by_serial.get(serial)

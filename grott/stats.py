@@ -1,5 +1,6 @@
 """
-The session report: SIGUSR1 logs it, the command socket's `stats` prints it.
+The session report: SIGUSR1 logs it, the command socket's `stats` prints it,
+and the monitoring endpoint's /stats serves it as JSON (L{report_data}).
 
 The signal handler does nothing but hand the work to the reactor thread
 (C{callFromThread}); it chains to the handler that was installed before it,
@@ -12,7 +13,32 @@ from twisted.application import service
 
 from grott.logs import Logger
 
-__all__ = ["StatsService", "report_lines"]
+__all__ = ["StatsService", "report_data", "report_lines"]
+
+
+#: Session counters the report adds up over the connected dataloggers.
+TOTALS = ("packets_in", "packets_out", "bytes_in", "bytes_out", "records", "parse_errors",
+          "local_acks")
+
+
+def report_data(registry, now):
+    """
+    The report as a JSON-able dict: connection counts, one summary per
+    session (L{grott.session.Session.describe}) and their totals.
+    """
+    sessions = [session.describe(now) for session in registry.sorted()]
+    totals = dict.fromkeys(TOTALS, 0)
+    for d in sessions:
+        for key in totals:
+            totals[key] += d[key]
+    return {
+        "connected": len(sessions),
+        "connections": registry.total_connections,
+        "replaced": registry.replaced,
+        "refused": registry.rejected,
+        "dataloggers": sessions,
+        "totals": totals,
+    }
 
 
 def report_lines(registry, now, extra=()):
@@ -20,16 +46,11 @@ def report_lines(registry, now, extra=()):
     The report as lines of text: one per session, then totals, then any
     extra sections (C{extra} is a list of callables returning lines).
     """
-    sessions = registry.sorted()
-    lines = [f"{len(sessions)} datalogger(s) connected; {registry.total_connections} "
-             f"connection(s) since start, {registry.replaced} replaced, "
-             f"{registry.rejected} refused"]
-    totals = dict.fromkeys(("packets_in", "packets_out", "bytes_in", "bytes_out", "records",
-                            "parse_errors", "local_acks"), 0)
-    for session in sessions:
-        d = session.describe(now)
-        for key in totals:
-            totals[key] += d[key]
+    data = report_data(registry, now)
+    lines = [f"{data['connected']} datalogger(s) connected; {data['connections']} "
+             f"connection(s) since start, {data['replaced']} replaced, "
+             f"{data['refused']} refused"]
+    for d in data["dataloggers"]:
         last = "-" if d["last_packet_age"] is None else f"{d['last_packet_age']:.0f}s ago"
         lines.append(
             f"  {d['datalogger'] or '?'} inverters={','.join(d['inverters']) or '?'} "
@@ -38,7 +59,7 @@ def report_lines(registry, now, extra=()):
             f"in={d['packets_in']}p/{d['bytes_in']}B out={d['packets_out']}p/{d['bytes_out']}B "
             f"records={d['records']} errors={d['parse_errors']} local_acks={d['local_acks']} "
             f"last_packet={last}")
-    lines.append("  totals: " + " ".join(f"{k}={v}" for k, v in totals.items()))
+    lines.append("  totals: " + " ".join(f"{k}={v}" for k, v in data["totals"].items()))
     for section in extra:
         lines.extend(section())
     return lines

@@ -7,8 +7,8 @@ from twisted.internet import defer, error
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
-from grott.fakecloud import FakeCloud
-from grott.simulator import DataloggerFactory, DataloggerSpec
+from grott.testing.fakecloud import FakeCloud
+from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 
 #: 2024-06-21 10:00:00 UTC: mid-morning, the sun is up.
 MORNING = 1718964000.0

@@ -20,6 +20,8 @@ proxy:
   upstream: "tcp:127.0.0.1:1"
 command:
   listen: none
+metrics:
+  listen: none
 log:
   to: file
   file: {tmp}/grott.log

@@ -19,11 +19,11 @@ from twisted.trial.unittest import TestCase
 from grott.codec import COMMANDS, InverterReadRequest, RecordType
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import config_from_string
-from grott.fakecloud import FakeCloud
+from grott.testing.fakecloud import FakeCloud
 from grott.proxy import ProxyFactory
 from grott.service import makeService
 from grott.session import Registry
-from grott.simulator import DataloggerFactory, DataloggerSpec, SimulatedDatalogger
+from grott.testing.simulator import DataloggerFactory, DataloggerSpec, SimulatedDatalogger
 from grott.stats import report_lines
 
 TIMEOUT = 10.0
@@ -398,7 +398,8 @@ class ServiceTests(TestCase):
     def config(self, listen):
         return config_from_string(
             "proxy:\n  listen: tcp:0:interface=127.0.0.1\n  upstream: none\n"
-            f"command:\n  listen: '{listen}'\n  timeout: 2\n")
+            f"command:\n  listen: '{listen}'\n  timeout: 2\n"
+            "metrics:\n  listen: none\n")
 
     async def test_listensAndAnswers(self):
         top = makeService(self.config("tcp:0:interface=127.0.0.1"), reactor)

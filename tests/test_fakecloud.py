@@ -25,7 +25,7 @@ from grott.codec import (
     build,
     build_packet,
 )
-from grott.fakecloud import FakeCloud, NotConnected
+from grott.testing.fakecloud import FakeCloud, NotConnected
 from tests.simpair import World
 from tests.vectors import BY_ID, raw
 

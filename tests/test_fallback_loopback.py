@@ -12,10 +12,10 @@ from twisted.trial.unittest import TestCase
 
 from grott.codec import ConfigSetRequest, InverterReadRequest
 from grott.config import config_from_string
-from grott.fakecloud import FakeCloud
+from grott.testing.fakecloud import FakeCloud
 from grott.proxy import CLOUD_FREE, LOCAL, RELAYING
 from grott.service import makeService
-from grott.simulator import DataloggerFactory, DataloggerSpec
+from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 
 
 class Base(TestCase):
@@ -26,7 +26,7 @@ class Base(TestCase):
             "  listen: tcp:0:interface=127.0.0.1\n"
             f"  upstream: {upstream}\n"
             f"{extra}"
-            "command:\n  listen: none\n"
+            "command:\n  listen: none\nmetrics:\n  listen: none\n"
             f"plugins:\n  directory: {self.mktemp()}\n")
         top = makeService(config, reactor)
         top.privilegedStartService()

@@ -30,6 +30,8 @@ proxy:
   upstream: "tcp:127.0.0.1:1"
 command:
   listen: none
+metrics:
+  listen: none
 log:
 {log}
 """

@@ -349,9 +349,9 @@ class WholePathTests(unittest.TestCase):
         from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
         from grott.config import config_from_string
-        from grott.fakecloud import FakeCloud
+        from grott.testing.fakecloud import FakeCloud
         from grott.service import makeService
-        from grott.simulator import DataloggerFactory, DataloggerSpec
+        from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 
         db = influxd.Influxd(self.mktemp())
         await db.start()

@@ -143,7 +143,8 @@ class IsolationTests(unittest.SynchronousTestCase):
         host = _host(self, [Recorder()])
         self.assertEqual(host.stats(), [{
             "name": "fast", "state": "new", "thread": False, "delivered": 0, "failed": 0,
-            "dropped": 0, "queued": 0, "busy_seconds": None}])
+            "dropped": 0, "queued": 0, "queue_size": 1000, "busy_seconds": None,
+            "connected": None}])
 
     def test_records_before_start_wait_for_it(self):
         clock = MemoryReactorClock()

@@ -228,7 +228,7 @@ class ServiceTests(TestCase):
         config = config_from_string(
             f"proxy:\n  listen: tcp:0:interface=127.0.0.1\n"
             f"  upstream: tcp:127.0.0.1:{cloudPort.getHost().port}\n"
-            f"command:\n  listen: none\n")
+            f"command:\n  listen: none\nmetrics:\n  listen: none\n")
         top = makeService(config, reactor)
         previous = []
         old = signal.signal(signal.SIGUSR1, lambda s, f: previous.append(s))

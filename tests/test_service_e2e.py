@@ -13,9 +13,9 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from grott.config import config_from_string
-from grott.fakecloud import FakeCloud
+from grott.testing.fakecloud import FakeCloud
 from grott.service import makeService
-from grott.simulator import DataloggerFactory, DataloggerSpec
+from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 
 
 class WholePathTests(TestCase):
@@ -29,7 +29,7 @@ class WholePathTests(TestCase):
             "proxy:\n"
             "  listen: tcp:0:interface=127.0.0.1\n"
             f"  upstream: tcp:127.0.0.1:{cloudPort.getHost().port}\n"
-            "command:\n  listen: none\n"
+            "command:\n  listen: none\nmetrics:\n  listen: none\n"
             f"plugins:\n  directory: {os.path.abspath(self.mktemp())}\n"
             f"outputs:\n  jsonl:\n    path: {path}\n")
         top = makeService(config, reactor)

@@ -37,8 +37,8 @@ from grott.codec import (
 from grott.registers import Decoder
 from grott.scripts import fakecloud as fakecloud_script
 from grott.scripts import simulate as simulate_script
-from grott.simmodel import SimulatedInverter
-from grott.simulator import (
+from grott.testing.simmodel import SimulatedInverter
+from grott.testing.simulator import (
     DataloggerFactory,
     DataloggerSimulation,
     DataloggerSpec,

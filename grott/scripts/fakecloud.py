@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from grott.fakecloud import FakeCloud
+from grott.testing.fakecloud import FakeCloud
 from grott.scripts._running import begin_logging, react_main
 
 

@@ -19,8 +19,8 @@ from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
 from grott.scripts._running import begin_logging, react_main
-from grott.simmodel import FAMILIES
-from grott.simulator import DataloggerSimulation, make_specs
+from grott.testing.simmodel import FAMILIES
+from grott.testing.simulator import DataloggerSimulation, make_specs
 
 
 class Options(usage.Options):

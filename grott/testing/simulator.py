@@ -59,7 +59,7 @@ from grott.codec import (
     parse_body,
 )
 from grott.logs import Logger
-from grott.simmodel import SimulatedInverter, blocks_of, family, register_payload
+from grott.testing.simmodel import SimulatedInverter, blocks_of, family, register_payload
 
 __all__ = [
     "DataloggerFactory",
@@ -98,7 +98,7 @@ class DataloggerSpec:
     @ivar serial: the datalogger serial (1-10 ASCII letters/digits).
     @ivar inverter_serial: defaults to C{"IV"} + the last 8 of C{serial}.
     @ivar protocol: 2, 5 or 6 (the serial field is 30 bytes in 6).
-    @ivar family: an inverter family of L{grott.simmodel.FAMILIES}.
+    @ivar family: an inverter family of L{grott.testing.simmodel.FAMILIES}.
     @ivar interval: seconds between live records (datalogger register 4).
     @ivar ping_interval: seconds between pings; 0 sends none.
     @ivar first_data: seconds from connect to the first live record

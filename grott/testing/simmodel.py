@@ -1,7 +1,7 @@
 """
 What a simulated inverter knows: its register tables and how they change.
 
-The simulator (L{grott.simulator}) needs records that a decoder, a proxy and
+The simulator (L{grott.testing.simulator}) needs records that a decoder, a proxy and
 a benchmark can take for real ones: the block layout of a real family (the
 proxy detects the family from it), identification registers in the announce
 (firmware, inverter serial, device type code in holding register 43) and
