@@ -234,6 +234,7 @@ class _Runner:
         }
         if isinstance(self.plugin, SpooledOutput):
             stats["spool"] = self.plugin.spool_stats()
+            stats["spooled"] = stats["spool"]["queued"]
         return stats
 
 
@@ -313,7 +314,8 @@ class PluginHost(service.Service):
         in the pool), delivered, failed, dropped, queued (queue depth),
         queue_size (its limit), busy_seconds (age of the delivery in flight,
         or None) and connected (of an output to its sink; None if unknown);
-        spooled outputs add C{spool} (L{SpooledOutput.spool_stats}).
+        spooled outputs add C{spool} (L{SpooledOutput.spool_stats}) and
+        C{spooled} (records in the spool).
         """
         return [runner.stats() for runner in self.runners]
 

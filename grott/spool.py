@@ -571,6 +571,16 @@ class SpooledOutput:
 
     # -- stats
 
+    @property
+    def connected(self):
+        """
+        Whether the sink took the last delivery: True once one succeeded,
+        False while deliveries fail, None before the first attempt.
+        """
+        if self._failing:
+            return False
+        return True if self.delivered or self.rejected else None
+
     def spool_stats(self):
         """
         queued (records in the spool, not yet confirmed), on_disk (bytes

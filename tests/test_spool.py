@@ -10,14 +10,17 @@ import sqlite3
 import threading
 import types
 
+from prometheus_client import generate_latest
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.trial import unittest
 
 from grott import logs
+from grott.metrics import GrottCollector, metrics_registry
 from grott.pluginhost import PluginHost
 from grott.service import plugin_lines
+from grott.session import Registry
 from grott.spool import ROW_OVERHEAD, Rejected, SpooledOutput, Store
 from tests.pluginhelpers import make_config, numbered
 from tests.spoolhelpers import Sink, spool_settings, until
@@ -306,6 +309,11 @@ class HostTests(unittest.TestCase):
         self.assertEqual(up.confirmed(), list(range(20)))
         self.assertEqual(len(down.calls), 1)
         self.assertTrue(os.path.exists(os.path.join(directory, "spool", "down.sqlite")))
+        scrape = generate_latest(metrics_registry(
+            GrottCollector(Registry(), Clock(), plugins=host.stats), process=False)).decode()
+        self.assertIn('grott_output_spooled{output="down"} 20.0', scrape)
+        self.assertIn('grott_output_spool_delivered_total{output="up"} 20.0', scrape)
+        self.assertIn('grott_output_connected{output="up"} 1.0', scrape)
         lines = plugin_lines(host)
         self.assertIn("  spool down: queued=20 ", "\n".join(lines))
         self.assertTrue(any(line.startswith("  spool up: queued=0 ") and "delivered=20" in line
