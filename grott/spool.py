@@ -388,8 +388,24 @@ class SpooledOutput:
         if item is None:
             return None
         d = self.spool.put(item, self.clock.seconds())
-        d.addCallback(self._queued)
+        d.addCallbacks(self._queued, self._not_written)
         return d
+
+    def _not_written(self, failure):
+        """
+        The spool file could not take the record (disk full, read-only,
+        removed): the record is lost, counted with the drops, and the
+        problem logged once per burst rather than once per record.
+        """
+        self.dropped += 1
+        self.last_error = _describe(failure)
+        key = "record(s) not written to the spool"
+        if self._throttle.admit(key):
+            self.log.error("output {output}: cannot write to the spool {file} ({error}); the "
+                           "record is lost", output=self.name, file=self.spool.path,
+                           error=self.last_error)
+        else:
+            self._held[key] += 1
 
     def _queued(self, dropped):
         if dropped:

@@ -288,6 +288,30 @@ class SpooledOutputTests(unittest.TestCase):
         self.assertEqual(out.spool_stats()["queued"], 0)
 
 
+class WriteFailureTests(unittest.TestCase):
+
+    async def test_a_spool_that_cannot_be_written_is_logged_once_per_burst(self):
+        events = EventLoggingObserver.createWithCleanup(self, logs.publisher)
+        clock = Clock()
+        out = SpooledOutput(Sink(auto=False), spool_settings(self.mktemp()), reactor, clock=clock)
+        await out.startService()
+        self.addCleanup(out.stopService)
+
+        def full(*args):
+            raise sqlite3.OperationalError("database or disk is full")
+        out.spool.store.put = full
+        for packet, record in _records(5):
+            await out.data(packet, record, None)
+        stats = out.spool_stats()
+        self.assertEqual((stats["dropped"], stats["last_error"]),
+                         (5, "OperationalError: database or disk is full"))
+        errors = [e for e in events if "cannot write to the spool" in e.get("log_format", "")]
+        self.assertEqual(len(errors), 1)
+        clock.advance(60)
+        summary = [e for e in events if e.get("key") == "record(s) not written to the spool"]
+        self.assertEqual([e["count"] for e in summary], [4])
+
+
 class HostTests(unittest.TestCase):
 
     async def test_one_sink_down_never_delays_another(self):
@@ -318,3 +342,35 @@ class HostTests(unittest.TestCase):
         self.assertIn("  spool down: queued=20 ", "\n".join(lines))
         self.assertTrue(any(line.startswith("  spool up: queued=0 ") and "delivered=20" in line
                             for line in lines), lines)
+
+    async def test_a_plugin_file_can_ask_for_a_spool(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        with open(os.path.join(directory, "mysink.py"), "w", encoding="utf-8") as f:
+            f.write(
+                "from zope.interface import implementer\n"
+                "from grott.interfaces import ISpoolSink\n\n"
+                "@implementer(ISpoolSink)\n"
+                "class Mine:\n"
+                "    name = 'mine'\n"
+                "    batch_size = 5\n"
+                "    flush_interval = 0\n"
+                "    def __init__(self):\n"
+                "        self.got = []\n"
+                "    def encode(self, record):\n"
+                "        return str(record.values['seq']).encode()\n"
+                "    def deliver(self, items):\n"
+                "        self.got.extend(items)\n\n"
+                "sink = Mine()\n")
+        spool = os.path.abspath(self.mktemp())
+        config = make_config(directory, outputs={"spool": {"directory": spool}})
+        host = PluginHost(config, reactor)
+        [runner] = host.runners
+        self.assertIsInstance(runner.plugin, SpooledOutput)
+        host.startService()
+        self.addCleanup(host.stopService)
+        for packet, record in _records(3):
+            host.deliver(packet, record)
+        await until(lambda: len(runner.plugin.sink.got) == 3, "the plugin's records")
+        self.assertEqual(runner.plugin.sink.got, [b"0", b"1", b"2"])
+        self.assertTrue(os.path.exists(os.path.join(spool, "mine.sqlite")))
