@@ -117,6 +117,8 @@ class Store:
         if mode.lower() != "wal":
             raise sqlite3.DatabaseError(f"cannot use WAL mode (got {mode})")
         db.execute("PRAGMA synchronous=FULL")
+        # The WAL is reused after each checkpoint; past this it is cut back.
+        db.execute("PRAGMA journal_size_limit=1048576")
         db.execute("CREATE TABLE IF NOT EXISTS records ("
                    "id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, data BLOB NOT NULL)")
         count, size = db.execute(
@@ -519,6 +521,7 @@ class SpooledOutput:
                               "({error}); trying its records one by one", output=self.name,
                               count=len(rows), error=_describe(e))
                 return ("split", len(rows))
+            await self.spool.remove(rows[0].id, rows[-1].id)
             self.rejected += 1
             self.last_error = _describe(e)
             if self._throttle.admit("record(s) refused as bad data"):
@@ -527,7 +530,6 @@ class SpooledOutput:
                                error=self.last_error)
             else:
                 self._held["record(s) refused as bad data"] += 1
-            await self.spool.remove(rows[0].id, rows[-1].id)
             return ("done", 1)
         refused = refused if isinstance(refused, int) and not isinstance(refused, bool) else 0
         await self.spool.remove(rows[0].id, rows[-1].id)

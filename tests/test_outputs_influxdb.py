@@ -366,6 +366,7 @@ class WholePathTests(unittest.TestCase):
             "  listen: tcp:0:interface=127.0.0.1\n"
             f"  upstream: tcp:127.0.0.1:{cloud_port.getHost().port}\n"
             "command:\n  listen: none\n"
+            "metrics:\n  listen: none\n"
             f"plugins:\n  directory: {os.path.abspath(self.mktemp())}\n"
             "outputs:\n"
             f"  influxdb: {{url: '{db.url}', database: solar, flush_interval: 0, "

@@ -17,6 +17,7 @@ from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
+    _HTTP11ClientFactory,
     readBody,
 )
 from twisted.web.http_headers import Headers
@@ -82,6 +83,20 @@ def tls_policy(ca_certs=""):
     return BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certificates))
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    """
+    Without "Starting factory" / "Stopping factory" lines for every
+    connection (one per retry while a server is away).
+    """
+
+    noisy = False
+
+
+class _Pool(HTTPConnectionPool):
+    # HTTPConnectionPool has no public way to choose its factory's noise.
+    _factory = _QuietFactory
+
+
 class HttpClient:
     """
     POST requests with a timeout over a persistent connection pool.
@@ -91,7 +106,7 @@ class HttpClient:
         self.reactor = reactor
         self.timeout = timeout
         self.user_agent = user_agent
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool = _Pool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 1
         self.agent = Agent(reactor, contextFactory=tls_policy(ca_certs), pool=self.pool)
 
