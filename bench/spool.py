@@ -17,14 +17,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet import defer, reactor, task  # noqa: E402
-from zope.interface import implementer  # noqa: E402
+from twisted.internet import defer, reactor, task
+from zope.interface import implementer
 
-from grott.config import SpoolConfig  # noqa: E402
-from grott.interfaces import ISpoolSink  # noqa: E402
-from grott.outputs.influxdb import line  # noqa: E402
-from grott.spool import SpooledOutput  # noqa: E402
-from tests.pluginhelpers import packet_and_record  # noqa: E402
+from grott.config import SpoolConfig
+from grott.interfaces import ISpoolSink
+from grott.outputs.influxdb import line
+from grott.spool import SpooledOutput
+from tests.pluginhelpers import packet_and_record
 
 
 @implementer(ISpoolSink)

@@ -336,6 +336,11 @@ class SecretsTests(unittest.SynchronousTestCase):
 
 
 
+def _json_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(text) for text in f if text.strip()]
+
+
 class WholePathTests(unittest.TestCase):
     """
     Simulated datalogger -> grott (the whole service, from config text) ->
@@ -349,8 +354,8 @@ class WholePathTests(unittest.TestCase):
         from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
         from grott.config import config_from_string
-        from grott.testing.fakecloud import FakeCloud
         from grott.service import makeService
+        from grott.testing.fakecloud import FakeCloud
         from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 
         db = influxd.Influxd(self.mktemp())
@@ -394,12 +399,11 @@ class WholePathTests(unittest.TestCase):
         points = await db.points("solar", "grott_data")
         # The points carry the records' own times (as the jsonl output has
         # them); records within one second are one point.
-        with open(jsonl, encoding="utf-8") as f:
-            records = [json.loads(text) for text in f if '"record_type":4' in text]
+        records = [r for r in _json_lines(jsonl) if r["record_type"] == 4]
         times = [datetime.datetime.fromisoformat(r["timestamp"]).replace(
-            tzinfo=datetime.timezone.utc).timestamp() for r in records]  # noqa: UP017
+            tzinfo=datetime.timezone.utc).timestamp() for r in records]
         self.assertEqual(len(records), 3)
-        self.assertEqual([p["time"] for p in points], sorted(set(int(t) for t in times)))
+        self.assertEqual([p["time"] for p in points], sorted({int(t) for t in times}))
         self.assertEqual({p["datalogger"] for p in points}, {"GROTTINFLX"})
         second = [r["values"]["pvpowerout"] for r, t in zip(records, times)
                   if int(t) == points[-1]["time"]]
