@@ -401,7 +401,7 @@ class WholePathTests(unittest.TestCase):
         # them); records within one second are one point.
         records = [r for r in _json_lines(jsonl) if r["record_type"] == 4]
         times = [datetime.datetime.fromisoformat(r["timestamp"]).replace(
-            tzinfo=datetime.timezone.utc).timestamp() for r in records]
+            tzinfo=datetime.timezone.utc).timestamp() for r in records]  # noqa: UP017
         self.assertEqual(len(records), 3)
         self.assertEqual([p["time"] for p in points], sorted({int(t) for t in times}))
         self.assertEqual({p["datalogger"] for p in points}, {"GROTTINFLX"})

@@ -312,6 +312,12 @@ class WriteFailureTests(unittest.TestCase):
         self.assertEqual([e["count"] for e in summary], [4])
 
 
+def _write_plugin(directory, name, text):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 class HostTests(unittest.TestCase):
 
     async def test_one_sink_down_never_delays_another(self):
@@ -345,9 +351,7 @@ class HostTests(unittest.TestCase):
 
     async def test_a_plugin_file_can_ask_for_a_spool(self):
         directory = self.mktemp()
-        os.makedirs(directory)
-        with open(os.path.join(directory, "mysink.py"), "w", encoding="utf-8") as f:
-            f.write(
+        _write_plugin(directory, "mysink.py", (
                 "from zope.interface import implementer\n"
                 "from grott.interfaces import ISpoolSink\n\n"
                 "@implementer(ISpoolSink)\n"
@@ -361,7 +365,7 @@ class HostTests(unittest.TestCase):
                 "        return str(record.values['seq']).encode()\n"
                 "    def deliver(self, items):\n"
                 "        self.got.extend(items)\n\n"
-                "sink = Mine()\n")
+                "sink = Mine()\n"))
         spool = os.path.abspath(self.mktemp())
         config = make_config(directory, outputs={"spool": {"directory": spool}})
         host = PluginHost(config, reactor)
