@@ -462,11 +462,9 @@ class SpooledOutput:
         while not self._stopping:
             try:
                 delivered = await self._cycle(isolate)
-            except defer.CancelledError:
-                if self._stopping:
-                    return
-                raise
             except Exception as e:  # noqa: BLE001 - the loop must outlive any failure
+                if self._stopping:
+                    return  # cancelled by stopService
                 self.retried += 1
                 error, self.last_error = self.last_error, _describe(e)
                 if self._failing == 0 or (error != self.last_error
