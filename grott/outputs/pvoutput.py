@@ -41,6 +41,7 @@ from zope.interface import implementer
 
 from grott.interfaces import IConfigurablePlugin, IGrottPluginService, ISpoolSink
 from grott.logs import Logger
+from grott.logthrottle import LogThrottle
 from grott.outputs.http import HttpClient
 from grott.spool import Rejected
 
@@ -130,6 +131,14 @@ class PvoutputOutput:
         self.http = HttpClient(reactor, settings.timeout)
         self.limits = {}
         self._slots = {}
+        self._stale = 0
+        self._throttle = LogThrottle(self.clock, self._summary, burst=1, interval=300.0)
+
+    def _summary(self, key, events, seconds):
+        count, self._stale = self._stale, 0
+        self.log.warn("PVOutput: {count} more status(es) older than the {days}-day window "
+                      "were not sent in the last {seconds:.0f} s", count=count,
+                      days=self.window_days, seconds=seconds)
 
     # -- records to statuses, when they arrive
 
@@ -190,8 +199,12 @@ class PvoutputOutput:
                  if datetime.datetime.strptime(s["d"], "%Y%m%d").date() >= oldest]
         refused = len(statuses) - len(fresh)
         if refused:
-            self.log.warn("PVOutput: {count} status(es) older than the {days}-day window "
-                          "were not sent", count=refused, days=self.window_days)
+            if self._throttle.admit("stale"):
+                self.log.warn("PVOutput: {count} status(es) older than the {days}-day window "
+                              "were not sent; more are summarised every 5 minutes",
+                              count=refused, days=self.window_days)
+            else:
+                self._stale += refused
         # Consecutive statuses of one system go together, in order.
         runs = []
         for status in fresh:
@@ -251,6 +264,7 @@ class PvoutputOutput:
         pass
 
     def stopService(self):
+        self._throttle.stop()
         return self.http.close()
 
 
