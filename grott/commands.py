@@ -26,11 +26,13 @@ same register apart from grott's.
 
 import collections
 import functools
+import hmac
 import ipaddress
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from grott.codec import (
@@ -73,6 +75,13 @@ LATE_LIMIT = 16
 LATE_FOR = 300.0
 #: Admin clients connected at once.
 MAX_CLIENTS = 32
+#: Seconds without a line before an admin client is closed (command.idle_timeout).
+IDLE_TIMEOUT = 300.0
+#: Lines an admin client may send at once, then per second (command.rate_limit).
+RATE_LIMIT = 20.0
+#: Bytes of answers a client that stopped reading may leave unread before it
+#: is closed; reading stops long before (at the transport's 64 KiB buffer).
+MAX_UNREAD = 1 << 20
 #: Configuration registers that re-point the datalogger to another server.
 REDIRECTING_CONFIG = frozenset({17, 18, 19})
 
@@ -611,10 +620,29 @@ def _printable(text):
     return "".join(c if " " <= c != "\x7f" else f"\\x{ord(c):02x}" for c in text)
 
 
-class CommandProtocol(LineReceiver):
+class CommandProtocol(LineReceiver, TimeoutMixin):
     """
     One admin client.  Lines end in LF or CRLF; answers end in CRLF and a
     final empty line.  While a command waits, no further line is read.
+
+    Nothing a client does can make grott hold more than a bounded amount
+    for it (README "The command socket" lists the bounds):
+
+     - the protocol is its transport's streaming producer, so while the
+       client leaves answers unread (the transport's write buffer is full)
+       no further line is read: a client that sends and never reads stops
+       being read, and its unread lines wait in the kernel, not in grott;
+       an answer that would leave more than C{factory.max_unread} bytes
+       unread closes it (logged);
+     - at most C{factory.burst} lines at once, then C{factory.rate} lines a
+       second: beyond that, reading pauses until the budget refills;
+     - a client that sends no line for C{factory.idle_timeout} seconds is
+       closed, so idle clients cannot hold every slot;
+     - with C{factory.token} set, nothing but C{auth TOKEN} is accepted
+       first, and a wrong token closes the connection.
+
+    Reading stops for any of several reasons at once (a command waiting,
+    answers unread, the rate budget spent) and resumes when none is left.
     """
 
     delimiter = b"\n"
@@ -622,29 +650,136 @@ class CommandProtocol(LineReceiver):
     log = Logger()
     _pending = None
     _lost = False
+    _refill = None
 
     def connectionMade(self):
-        self.factory.clients.add(self)
-        self.log.debug("command socket: client {peer} connected",
-                       peer=str(self.transport.getPeer()))
+        factory = self.factory
+        factory.clients.add(self)
+        self._holds = set()
+        self._budget = float(factory.burst)
+        self._budget_at = factory.clock.seconds()
+        self._slowed = False
+        self.authenticated = factory.token is None
+        self.transport.registerProducer(self, True)
+        self._producing = True
+        self.setTimeout(factory.idle_timeout)
+        self.log.debug("command socket: client {peer} connected", peer=self._peer())
+
+    def _peer(self):
+        return str(self.transport.getPeer())
+
+    def callLater(self, delay, f, *args):
+        # TimeoutMixin's timer, on the factory's clock.
+        return self.factory.clock.callLater(delay, f, *args)
 
     def connectionLost(self, reason):
         self._lost = True
+        self.setTimeout(None)
+        if self._refill is not None and self._refill.active():
+            self._refill.cancel()
+        self._refill = None
         self.factory.clients.discard(self)
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.cancel()
 
+    def timeoutConnection(self):
+        self.log.info("command socket: client {peer} sent no command for {seconds:g} s; "
+                      "closing it", peer=self._peer(), seconds=self.factory.idle_timeout)
+        self.factory.counts["closed_idle"] += 1
+        self.close(abort=True)
+
+    def close(self, abort=False):
+        """
+        End the connection: after the answers written so far, or at once
+        (C{abort}) for a client that is not reading them.
+        """
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+    # ------------------------------------------------------------ flow control
+
+    def _hold(self, reason):
+        if not self._holds and not self._lost:
+            LineReceiver.pauseProducing(self)
+        self._holds.add(reason)
+
+    def _release(self, reason):
+        if reason not in self._holds:
+            return
+        self._holds.discard(reason)
+        if not self._holds and not self._lost:
+            LineReceiver.resumeProducing(self)
+
+    def pauseProducing(self):
+        # The transport's write buffer is full: the client is not reading.
+        self._hold("unread")
+
+    def resumeProducing(self):
+        self._release("unread")
+
+    def _unread(self):
+        """
+        Bytes of answers written but not yet taken by the client, as far as
+        the transport tells (a TCP or UNIX socket does; others count 0).
+        """
+        t = self.transport
+        try:
+            return len(t.dataBuffer) - t.offset + t._tempDataLen
+        except (AttributeError, TypeError):
+            return 0
+
+    def _spend(self):
+        """
+        Take one line from the rate budget; pause reading once it is spent.
+        """
+        factory = self.factory
+        now = factory.clock.seconds()
+        self._budget = min(float(factory.burst),
+                           self._budget + (now - self._budget_at) * factory.rate)
+        self._budget_at = now
+        self._budget -= 1
+        if self._budget >= 1 or self._refill is not None:
+            return
+        if not self._slowed:
+            self._slowed = True
+            factory.counts["slowed"] += 1
+            self.log.info("command socket: client {peer} sends more than {rate:g} commands "
+                          "a second; reading it more slowly", peer=self._peer(),
+                          rate=factory.rate)
+        self._hold("rate")
+        self._refill = factory.clock.callLater((1 - self._budget) / factory.rate, self._refilled)
+
+    def _refilled(self):
+        self._refill = None
+        self._release("rate")
+
+    # ------------------------------------------------------------ lines
+
     def lineLengthExceeded(self, line):
         self.answer([f"ERROR line longer than {self.MAX_LENGTH} bytes; closing"])
-        self.transport.loseConnection()
+        self.close()
 
     def lineReceived(self, line):
+        if self._lost:
+            return
+        self.resetTimeout()
+        self._spend()
         text = line.rstrip(b"\r").decode("latin-1")
         words = text.split()
         if not words:
+            # Scripts read up to the empty line: an empty one gets one too.
+            self.answer(["ERROR empty line; try help"])
             return
         name = words[0].lower()
+        if name == "auth" or not self.authenticated:
+            self._authenticate(name, words)
+            return
         handler = getattr(self, "do_" + name, None)
         if handler is None:
             self.answer([f"ERROR unknown command {_printable(words[0])!r}; try help"])
@@ -667,15 +802,38 @@ class CommandProtocol(LineReceiver):
             result.addCallback(self.answer)
             return
         self._pending = result
-        self.pauseProducing()
+        self._hold("command")
         result.addCallback(self._answered)
+
+    def _authenticate(self, name, words):
+        """
+        The C{auth TOKEN} line, and any other line before it.  The token is
+        compared in constant time and never logged or echoed.
+        """
+        token = self.factory.token
+        if name != "auth":
+            self.answer(["ERROR authenticate first: auth <token>"])
+            return
+        if token is None or self.authenticated:
+            self.answer(["OK"])
+            return
+        given = words[1].encode("latin-1") if len(words) == 2 else b""
+        if hmac.compare_digest(given, token.encode("utf-8")):
+            self.authenticated = True
+            self.answer(["OK"])
+            return
+        self.log.warn("command socket: client {peer} sent a wrong token; closing it",  # noqa: G010
+                      peer=self._peer())
+        self.factory.counts["wrong_token"] += 1
+        self.answer(["ERROR wrong token"])
+        self.close()
 
     def _answered(self, lines):
         self._pending = None
         if self._lost:
             return
         self.answer(lines)
-        self.resumeProducing()
+        self._release("command")
 
     def _error(self, failure):
         if failure.check(defer.CancelledError) and self._lost:
@@ -690,7 +848,14 @@ class CommandProtocol(LineReceiver):
             return
         out = [line.encode("latin-1", "replace") + b"\r\n" for line in lines]
         out.append(b"\r\n")
-        self.transport.write(b"".join(out))
+        data = b"".join(out)
+        if "unread" in self._holds and self._unread() + len(data) > self.factory.max_unread:
+            self.log.warn("command socket: client {peer} leaves {unread} bytes of answers "  # noqa: G010
+                          "unread; closing it", peer=self._peer(), unread=self._unread())
+            self.factory.counts["closed_unread"] += 1
+            self.close(abort=True)
+            return
+        self.transport.write(data)
 
     # ---------------------------------------------------------------- commands
 
@@ -739,7 +904,7 @@ class CommandProtocol(LineReceiver):
         return list(HELP)
 
     def do_quit(self, args, line):
-        self.transport.loseConnection()
+        self.close()
 
 
 class CommandFactory(ServerFactory):
@@ -754,25 +919,47 @@ class CommandFactory(ServerFactory):
     noisy = False
     log = Logger()
 
-    def __init__(self, dispatcher, report, listen=None, max_clients=MAX_CLIENTS):
+    def __init__(self, dispatcher, report, listen=None, max_clients=MAX_CLIENTS, *,
+                 clock=None, idle_timeout=IDLE_TIMEOUT, rate=RATE_LIMIT, burst=None,
+                 token=None, max_unread=MAX_UNREAD):
         self.dispatcher = dispatcher
         self.report = report
         self.listen = listen
         self.max_clients = max_clients
+        self.clock = dispatcher.clock if clock is None else clock
+        self.idle_timeout = idle_timeout
+        self.rate = rate
+        self.burst = rate if burst is None else burst
+        self.token = token or None
+        self.max_unread = max_unread
         self.clients = set()
+        #: closed_idle, closed_unread, wrong_token, slowed: for the stats report
+        self.counts = collections.Counter()
+
+    def report_lines(self):
+        """
+        The admin socket's part of the stats report.
+        """
+        c = self.counts
+        return [(f"  command socket: clients={len(self.clients)} closed_idle={c['closed_idle']} "
+                f"closed_unread={c['closed_unread']} wrong_token={c['wrong_token']} "
+                f"slowed={c['slowed']}")]
 
     def startFactory(self):
         if self.listen is None:
             return
-        self.log.info("command socket listening on {listen}", listen=self.listen)
-        if not is_loopback(self.listen):
-            self.log.warn("command socket {listen} is not bound to a loopback interface: "  # noqa: G010
-                          "anyone who can reach it can change inverter and datalogger "
-                          "settings (it has no authentication)", listen=self.listen)
+        self.log.info("command socket listening on {listen}{auth}", listen=self.listen,
+                      auth=" (clients authenticate with auth TOKEN)" if self.token else "")
+        if self.token is None and not is_loopback(self.listen):
+            # service.validate refuses this configuration; a factory built
+            # by hand still says so.
+            self.log.warn("command socket {listen} is not bound to a loopback interface "  # noqa: G010
+                          "and has no command.token: anyone who can reach it can change "
+                          "inverter and datalogger settings", listen=self.listen)
 
     def stopFactory(self):
         for client in list(self.clients):
-            client.transport.loseConnection()
+            client.close()
 
     def buildProtocol(self, addr):
         if len(self.clients) >= self.max_clients:

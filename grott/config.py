@@ -95,6 +95,26 @@ def _timezone(value):
         return f"unknown time zone {value!r} (use local or an IANA name like Europe/Amsterdam)"
 
 
+#: The shortest command.token accepted: the socket may face a network.
+MIN_TOKEN = 16
+
+
+def _token(value):
+    if value and len(value) < MIN_TOKEN:
+        return f"must be at least {MIN_TOKEN} characters (or empty for none)"
+    if any(c.isspace() for c in value):
+        return "must not contain spaces"
+
+
+def _octal_mode(value):
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        return f"must be octal permissions such as \"0600\" (got {value!r})"
+
+
 def _field(default, check=None, secret=False, **kw):
     metadata = {"check": check} if check else {}
     if isinstance(default, (dict, list)):
@@ -142,6 +162,14 @@ class CommandConfig:
                          lambda v: None if v == "none" else _server_endpoint(v))
     #: Seconds to wait for the inverter's answer to a command.
     timeout: float = _field(10.0, _positive)
+    #: Seconds without a line before an admin client is closed.
+    idle_timeout: float = _field(300.0, _positive)
+    #: Lines per second one admin client may send (bursts of as many).
+    rate_limit: float = _field(20.0, _positive)
+    #: Clients must send "auth TOKEN" first; required off loopback.
+    token: str = _field("", _token, secret=True)
+    #: Permissions of a unix: socket (octal text), unless listen sets mode=.
+    mode: str = _field("0600", _octal_mode)
 
 
 def _token(value):
@@ -445,9 +473,10 @@ def _type_ok(value, tp):
     return isinstance(value, tp)
 
 
-def _convert(value, tp, where):
+def _convert(value, tp, where, secret=False):
     """
     Check C{value} against the annotation C{tp}; return it (floats as float).
+    A C{secret} value is never echoed in the error (grott check prints it).
     """
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
@@ -456,7 +485,9 @@ def _convert(value, tp, where):
         if _type_ok(value, option):
             return float(value) if option is float else value
     expected = " or ".join(_TYPE_NAMES.get(o, getattr(o, "__name__", str(o))) for o in options)
-    raise ConfigError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
+    shown = "" if secret else f" {value!r}"
+    hint = " (quote it in the YAML file)" if secret and tp is str else ""
+    raise ConfigError(f"{where}: expected {expected}, got {type(value).__name__}{shown}{hint}")
 
 
 def _build(cls, data, where):
@@ -473,7 +504,7 @@ def _build(cls, data, where):
         if field is None:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{dotted}: unknown key (known keys here: {known})")
-        value = _convert(value, hints[key], dotted)
+        value = _convert(value, hints[key], dotted, secret=not field.repr)
         check = field.metadata.get("check")
         problem = check(value) if check else None
         if problem:

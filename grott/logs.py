@@ -2,26 +2,31 @@
 Where grott's log events go.
 
 Every grott module logs through L{Logger} below, which emits into
-L{publisher} instead of straight into Twisted's global publisher.  Events
-then pass the secret filter (L{set_secrets}: configured passwords and tokens
-are masked in fields, formatted text and tracebacks), reach the
-per-datalogger files, and go through a L{FilteringLogObserver} applying the
-configured level to the global publisher, so whatever twistd set up (stdout
-with -n, --logfile, --syslog, --logger) receives grott's events at the level
-the user chose.
+L{publisher}, grott's log bus, instead of straight into Twisted's global
+publisher.  What happens next belongs to the running L{LoggingService}: its
+L{Redacting} entry masks the configured secrets (in fields, formatted text
+and tracebacks), then its route hands the events to the per-datalogger files
+and, through its level filter, to the global publisher, so whatever twistd
+set up (stdout with -n, --logfile, --syslog, --logger) receives grott's
+events at the level the user chose.
 
-    Logger -> publisher -> redaction -> per-datalogger files (every packet)
-                                     -> level filter -> globalLogPublisher
-                                                          -> twistd's log
-                                                          -> log.file (to: file)
+    Logger -> publisher -> LoggingService: redaction (its Secrets)
+                             -> per-datalogger files (every packet)
+                             -> level filter (its predicate) -> globalLogPublisher
+                                                                 -> twistd's log
+                                                                 -> log.file (to: file)
 
-L{LoggingService} applies the C{log:} section of the configuration.
+Without a running LoggingService (tests, the simulate and fake-cloud
+commands) grott's events go to the global publisher at info and above.
+
+The state a running grott's logging needs is the service's, handed to who
+needs it: its L{Secrets}, its level predicate, and its L{PacketTracing}
+(whether per-packet events are wanted, and their logger) for the proxy.
 """
 
-import dataclasses
 import os
-import re
 import sys
+import time
 
 import twisted.logger as _tlog
 from constantly import NamedConstant
@@ -30,19 +35,20 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from grott.logfiles import DataloggerLogs, open_log_file
+from grott.secrets import MASK, Secrets, secret_warnings, secrets_in
 
 __all__ = [
     "LEVELS",
+    "MASK",
     "Logger",
     "LoggingService",
+    "PacketTracing",
+    "Redacting",
     "check_paths",
     "main_log",
-    "packets",
     "publisher",
     "redact",
     "secrets_in",
-    "set_level",
-    "set_secrets",
 ]
 
 LEVELS = {
@@ -53,81 +59,18 @@ LEVELS = {
     "critical": _tlog.LogLevel.critical,
 }
 
-#: The configured level, applied to what reaches twistd's log.
-levels = _tlog.LogLevelFilterPredicate(defaultLogLevel=_tlog.LogLevel.info)
 
-
-def set_level(name):
+def level_filter(name):
     """
-    Set the level of grott's events in the main log ("info", "debug", ...).
+    A level predicate letting grott's events of level C{name} and above
+    through ("info", "debug", ...).
     """
-    levels.setLogLevelForNamespace("grott", LEVELS[name])
-    levels.defaultLogLevel = LEVELS[name]
+    predicate = _tlog.LogLevelFilterPredicate(defaultLogLevel=LEVELS[name])
+    predicate.setLogLevelForNamespace("grott", LEVELS[name])
+    return predicate
 
 
 # ---------------------------------------------------------------- secrets
-
-MASK = "********"
-_secrets = ()
-
-
-def set_secrets(values):
-    """
-    From now on, mask these strings wherever they would appear in a log
-    event.  Longest first, so a secret containing another is masked whole.
-    """
-    global _secrets
-    _secrets = tuple(sorted({v for v in values if isinstance(v, str) and v},
-                            key=len, reverse=True))
-
-
-def _mask(text):
-    for secret in _secrets:
-        text = text.replace(secret, MASK)
-    return text
-
-
-def _has_secret(text):
-    return any(secret in text for secret in _secrets)
-
-
-_SECRET_KEY = re.compile(r"pass(word|wd|phrase)?$|secret|token|api_?key|credential|private_?key",
-                         re.IGNORECASE)
-
-
-def secrets_in(config):
-    """
-    The secret strings in a configuration: values of dataclass fields marked
-    secret (C{repr=False}), and in free-form mappings (outputs, plugin
-    settings) the values of keys named like passwords, tokens or keys.
-    """
-    found = set()
-
-    def walk(value, secret, depth):
-        if depth > 20:
-            return
-        if isinstance(value, str):
-            if secret and value:
-                found.add(value)
-        elif isinstance(value, (bytes, bytearray)):
-            if secret and value:
-                found.add(bytes(value).decode("utf-8", "replace"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            if secret:
-                found.add(str(value))
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            for f in dataclasses.fields(value):
-                walk(getattr(value, f.name, None), secret or not f.repr, depth + 1)
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, secret or (isinstance(k, str) and bool(_SECRET_KEY.search(k))), depth + 1)
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            for v in value:
-                walk(v, secret, depth + 1)
-
-    walk(config, False, 0)
-    return frozenset(found)
-
 
 class _RedactedError(Exception):
     """
@@ -135,17 +78,20 @@ class _RedactedError(Exception):
     """
 
 
-def _clean(value, depth=0):
+def _clean(value, secrets, depth=0):
     """
-    C{value} with secrets masked; the same object when it holds none.
+    C{value} with C{secrets} masked; the same object when it holds none.
     """
-    if value is None or isinstance(value, (bool, int, float, NamedConstant)):
+    if value is None or isinstance(value, (bool, NamedConstant)):
         return value
+    if isinstance(value, (int, float)):
+        # A numeric password is a number in an event's fields too.
+        return MASK if secrets and secrets.found_in(str(value)) else value
     if isinstance(value, str):
-        return _mask(value) if _has_secret(value) else value
+        return secrets.mask(value) if secrets.found_in(value) else value
     if isinstance(value, (bytes, bytearray)):
-        if any(s.encode("utf-8") in value for s in _secrets):
-            return _mask(bytes(value).decode("utf-8", "replace"))
+        if secrets.found_in_bytes(value):
+            return secrets.mask(bytes(value).decode("utf-8", "replace"))
         return value
     if depth > 20:
         return "<too deeply nested to check for secrets>"
@@ -153,12 +99,12 @@ def _clean(value, depth=0):
         changed = False
         cleaned = {}
         for k, v in value.items():
-            ck, cv = _clean(k, depth + 1), _clean(v, depth + 1)
+            ck, cv = _clean(k, secrets, depth + 1), _clean(v, secrets, depth + 1)
             changed = changed or ck is not k or cv is not v
             cleaned[ck] = cv
         return cleaned if changed else value
     if isinstance(value, (list, tuple, set, frozenset)):
-        cleaned = [_clean(v, depth + 1) for v in value]
+        cleaned = [_clean(v, secrets, depth + 1) for v in value]
         if all(a is b for a, b in zip(cleaned, value)):
             return value
         if isinstance(value, tuple):
@@ -166,14 +112,14 @@ def _clean(value, depth=0):
         return set(cleaned) if isinstance(value, (set, frozenset)) else cleaned
     if isinstance(value, Failure):
         text = value.getTraceback()
-        if _has_secret(text):
-            return Failure(_RedactedError(_mask(text)))
+        if secrets.found_in(text):
+            return Failure(_RedactedError(secrets.mask(text)))
         return value
     try:
         text = f"{value!s} {value!r}"
     except Exception:  # noqa: BLE001 (a broken __repr__ must not stop logging)
         return value
-    return _mask(repr(value)) if _has_secret(text) else value
+    return secrets.mask(repr(value)) if secrets.found_in(text) else value
 
 
 #: Keys describing the emitter, not data; formatting checks cover their use.
@@ -181,27 +127,27 @@ _EMITTER_KEYS = frozenset({"log_logger", "log_source", "log_level", "log_namespa
                            "log_trace", "log_observer"})
 
 
-def redact(event):
+def redact(event, secrets):
     """
-    The event as it may be logged: a copy with every known secret masked in
-    its fields, its failure and its formatted text; the event itself if
-    there are no secrets.
+    The event as it may be logged: a copy with every one of C{secrets} (a
+    L{Secrets}) masked in its fields, its failure and its formatted text;
+    the event itself if there are no secrets.
     """
-    if not _secrets:
+    if not secrets:
         return event
     clean = dict(event)
     changed = False
     for key, value in event.items():
         if key not in _EMITTER_KEYS:
-            clean[key] = _clean(value)
+            clean[key] = _clean(value, secrets)
             changed = changed or clean[key] is not value
     if "log_format" in clean:
         text = _tlog.formatEvent(event)
-        if changed or _has_secret(text):
+        if changed or secrets.found_in(text):
             # A format string can reach into objects ({cfg.mqtt.password}),
             # and a masked field may no longer fit its format: log the
             # masked text instead of the format.
-            clean["log_format"] = _mask(text).replace("{", "{{").replace("}", "}}")
+            clean["log_format"] = secrets.mask(text).replace("{", "{{").replace("}", "}}")
             clean.pop("log_flattened", None)
     return clean
 
@@ -212,16 +158,19 @@ class Redacting:
     raises: an event that cannot be checked is replaced by a notice.
     """
 
-    def __init__(self, observer):
+    def __init__(self, observer, secrets):
         self.observer = observer
+        self.secrets = secrets
 
     def __call__(self, event):
+        if event.get("log_namespace") == _HANDOFF_NAMESPACE:
+            return
         try:
-            clean = redact(event)
+            clean = redact(event, self.secrets)
         except Exception as e:  # noqa: BLE001 (an observer must never raise)
             clean = {
                 "log_format": "(a log event could not be checked for secrets: {error})",
-                "error": _mask(f"{type(e).__name__}: {e}"),
+                "error": self.secrets.mask(f"{type(e).__name__}: {e}"),
                 "log_level": event.get("log_level", _tlog.LogLevel.error),
                 "log_namespace": event.get("log_namespace", "grott"),
                 "log_time": event.get("log_time"),
@@ -232,12 +181,38 @@ class Redacting:
 
 # ---------------------------------------------------------------- publishers
 
-#: Redacted grott events: the level filter and per-datalogger files listen here.
-redacted = _tlog.LogPublisher()
-redacted.addObserver(_tlog.FilteringLogObserver(_tlog.globalLogPublisher, [levels]))
+class _Bus(_tlog.LogPublisher):
+    """
+    grott's log bus: one route at a time besides whoever observes it (tests
+    do).  The running LoggingService takes the route and gives it back when
+    it stops; if two run at once (tests), the later one routes until it
+    stops, and nothing is logged twice.
+    """
 
-#: Where grott's loggers emit.
-publisher = _tlog.LogPublisher(Redacting(redacted))
+    def __init__(self, default):
+        super().__init__()
+        self._routes = [default]
+        self.addObserver(default)
+
+    def take(self, route):
+        self.removeObserver(self._routes[-1])
+        self._routes.append(route)
+        self.addObserver(route)
+
+    def give_back(self, route):
+        if route not in self._routes:
+            return
+        active = self._routes[-1]
+        self._routes.remove(route)
+        if route is active:
+            self.removeObserver(route)
+            self.addObserver(self._routes[-1])
+
+
+#: Every grott Logger emits here.  Where events go is the running
+#: LoggingService's business; the default route (the global publisher, info
+#: and above) stands in while none runs.
+publisher = _Bus(_tlog.FilteringLogObserver(_tlog.globalLogPublisher, [level_filter("info")]))
 
 
 class Logger(_tlog.Logger):
@@ -253,21 +228,57 @@ class Logger(_tlog.Logger):
         super().__init__(namespace, source, publisher if observer is None else observer)
 
 
-#: Per-packet events (namespace "grott.packets") cost time on the relay's hot
-#: path, so the proxy emits them only while this is true: set when the level
-#: is debug or per-datalogger files are on.
-trace_packets = False
+class PacketTracing:
+    """
+    Per-packet events (namespace "grott.packets") cost time on the relay's
+    hot path, so the proxy emits them only while C{enabled}: the
+    L{LoggingService} that owns this sets it when the level is debug or
+    per-datalogger files are on.
 
-#: Where per-packet events go (see grott.proxy): fields serial, direction
-#: ("datalogger->server" / "server->datalogger"), record_type (int),
-#: record_name, hex, and record (the decoded record's dict, or None).  When a
-#: session ends, an event with session_closed=True and its serial follows.
-packets = Logger("grott.packets")
+    C{log} is where they go: fields serial, direction ("datalogger->server"
+    / "server->datalogger"), record_type (int), record_name, hex, and record
+    (the decoded record's dict, or None).  When a session ends, an event
+    with session_closed=True and its serial follows.
+    """
+
+    def __init__(self):
+        self.enabled = False
+        self.log = Logger("grott.packets")
+
+
+#: Transitional: grott.proxy still reads grott.logs.trace_packets and
+#: grott.logs.packets; grott.service points them at its LoggingService's
+#: tracing with L{bind_proxy_tracing}.  Both go once the proxy's factory
+#: takes a L{PacketTracing} (issue 14).
+_proxy_tracing = PacketTracing()
+
+
+def bind_proxy_tracing(tracing):
+    """
+    Make C{grott.logs.trace_packets} and C{grott.logs.packets} read
+    C{tracing} (transitional, see L{_proxy_tracing}).
+    """
+    global _proxy_tracing
+    _proxy_tracing = tracing
+
+
+def __getattr__(name):
+    if name == "trace_packets":
+        return _proxy_tracing.enabled
+    if name == "packets":
+        return _proxy_tracing.log
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 log = Logger("grott.logs")
 
 
 # ---------------------------------------------------------------- twistd --logger
+
+#: The namespace of the event a LoggingService sends through the global
+#: publisher to find the observer twistd built with main_log.
+_HANDOFF_NAMESPACE = "grott.logs.handoff"
+
 
 @implementer(_tlog.ILogObserver)
 class _Handoff:
@@ -276,15 +287,27 @@ class _Handoff:
     grott.logs.main_log}: holds early events (twistd's start-up lines, the
     listening ports) until L{LoggingService} starts and gives it the main
     log, then forwards to the observer the C{log:} section describes.
+
+    twistd builds it from a name, with no arguments, so the service finds
+    it through the log itself: it sends an event of namespace
+    C{grott.logs.handoff} carrying a reply callable through the global
+    publisher, and the hand-off answers with itself (C{answers}).  Text
+    observers print nothing for that event (it has no format).
     """
 
-    def __init__(self, stdout, limit=500):
+    def __init__(self, stdout, limit=500, answers=True):
         self.stdout = stdout
         self.limit = limit
+        self.answers = answers
         self.buffer = []
         self.target = None
 
     def __call__(self, event):
+        if event.get("log_namespace") == _HANDOFF_NAMESPACE:
+            reply = event.get("grott_handoff")
+            if self.answers and callable(reply):
+                reply(self)
+            return
         if self.target is not None:
             self.target(event)
         elif len(self.buffer) < self.limit:
@@ -297,20 +320,28 @@ class _Handoff:
             target(event)
 
 
-_handoff = None
-
-
 def main_log():
     """
     Log observer factory for C{twistd --logger grott.logs.main_log}: the
     C{log:} section (to, file, format) then decides where the main log goes,
     instead of twistd's own stdout/--logfile/--syslog handling.
     """
-    global _handoff
     # twistd replaces sys.stdout with a logging file after this call;
     # writing log lines there would loop, so keep the real one.
-    _handoff = _Handoff(sys.stdout)
-    return _handoff
+    return _Handoff(sys.stdout)
+
+
+def find_handoff(publisher=None):
+    """
+    The L{_Handoff} twistd installed with C{--logger grott.logs.main_log},
+    or None.
+    """
+    found = []
+    (publisher or _tlog.globalLogPublisher)({
+        "log_namespace": _HANDOFF_NAMESPACE, "log_level": _tlog.LogLevel.debug,
+        "log_time": time.time(), "log_source": None, "log_logger": None,
+        "grott_handoff": found.append})
+    return found[0] if found else None
 
 
 # ---------------------------------------------------------------- the service
@@ -355,43 +386,65 @@ class LoggingService(service.Service):
     per-datalogger files and the secret filter.  It is the first child of
     the service tree, so it starts before and stops after everything else.
 
+    It owns the state the rest of grott's logging reads: C{secrets} (a
+    L{Secrets}), C{levels} (the level predicate) and C{tracing} (a
+    L{PacketTracing}, handed to the proxy).  C{warnings} are logged at
+    start (weak secrets, a configuration file others can read).
+
     C{log.to: file} adds a rotating file observer to the global log beside
     twistd's own (stdout with -n, twistd.log daemonized): see README.md
     "Running and logging" for avoiding two copies.
     """
 
-    def __init__(self, config, secrets=(), clock=None, handoff=None):
+    def __init__(self, config, secrets=(), clock=None, handoff=None, warnings=()):
         self.config = config
-        self.secrets = frozenset(secrets)
+        self.secrets = Secrets(secrets)
+        self.levels = level_filter(config.level)
+        self.tracing = PacketTracing()
         self.clock = clock
         self.handoff = handoff
+        self.warnings = list(warnings)
+        #: Redacted grott events: the level filter and per-datalogger files.
+        self._route = _tlog.LogPublisher()
+        self._route.addObserver(_tlog.FilteringLogObserver(_tlog.globalLogPublisher,
+                                                           [self.levels]))
+        self._entry = Redacting(self._route, self.secrets)
+        self._installed = False
         self._main = None
         self._main_file = None
         self._per_datalogger = None
-        self._saved = None
         self._early = None
 
     @classmethod
     def fromConfig(cls, config, clock=None):
         """
         The service for a whole L{grott.config.Config}: its C{log} section,
-        with the secrets found anywhere in it.
+        with the secrets found anywhere in it and the warnings about them.
         """
-        return cls(config.log, secrets_in(config), clock)
+        return cls(config.log, secrets_in(config), clock, warnings=secret_warnings(config))
+
+    def _install(self):
+        if not self._installed:
+            self._installed = True
+            publisher.take(self._entry)
+
+    def _uninstall(self):
+        if self._installed:
+            self._installed = False
+            publisher.give_back(self._entry)
 
     def privilegedStartService(self):
         # Earliest moment after makeService: mask secrets before the other
         # children bind ports and log about it, and keep those lines for the
         # log file, which opens in startService (after twistd has switched
         # to --uid, so the file belongs to the user who rotates it).
-        set_secrets(set(_secrets) | self.secrets)
-        if self.config.to == "file" and self._handoff_in_use() is None:
-            self._early = _Handoff(None)
+        self._install()
+        if self.handoff is None:
+            self.handoff = find_handoff()
+        if self.config.to == "file" and self.handoff is None:
+            self._early = _Handoff(None, answers=False)
             _tlog.globalLogPublisher.addObserver(self._early)
         service.Service.privilegedStartService(self)
-
-    def _handoff_in_use(self):
-        return self.handoff if self.handoff is not None else _handoff
 
     def _open(self, path):
         c = self.config
@@ -403,14 +456,10 @@ class LoggingService(service.Service):
         return _tlog.textFileLogObserver(out)
 
     def startService(self):
-        global trace_packets
         c = self.config
-        set_secrets(set(_secrets) | self.secrets)
-        self._saved = (levels.defaultLogLevel, levels.logLevelForNamespace("grott"),
-                       trace_packets)
-        set_level(c.level)
-        trace_packets = c.level == "debug" or c.per_datalogger
-        handoff = self._handoff_in_use()
+        self._install()
+        self.tracing.enabled = c.level == "debug" or c.per_datalogger
+        handoff = self.handoff
         if c.to == "file":
             self._main_file = self._open(c.file)
             out = self._main_file
@@ -419,7 +468,8 @@ class LoggingService(service.Service):
         else:
             out = None
         if out is not None:
-            self._main = Redacting(_tlog.FilteringLogObserver(self._observer_for(out), [levels]))
+            self._main = Redacting(_tlog.FilteringLogObserver(self._observer_for(out),
+                                                              [self.levels]), self.secrets)
             if handoff is not None:
                 handoff.hand_to(self._main)
             else:
@@ -435,14 +485,16 @@ class LoggingService(service.Service):
             os.makedirs(c.directory, exist_ok=True)
             self._per_datalogger = DataloggerLogs(
                 c.directory, c.format, decoded=c.level == "debug",
-                wanted=lambda event: levels(event) != _tlog.PredicateResult.no,
+                wanted=lambda event: self.levels(event) != _tlog.PredicateResult.no,
                 opener=self._open, on_error=self._file_failed)
-            redacted.addObserver(self._per_datalogger)
+            self._route.addObserver(self._per_datalogger)
         service.Service.startService(self)
         log.info("logging at level {threshold}{to}{per}", threshold=c.level,
                  to=f" to {os.path.abspath(c.file)}" if c.to == "file" else "",
                  per=(f", one file per datalogger in {os.path.abspath(c.directory)}"
                       if c.per_datalogger else ""))
+        for warning in self.warnings:
+            log.warn("configuration: {problem}", problem=warning)  # noqa: G010
         if c.format == "json" and c.to == "stdout" and handoff is None:
             log.warn(  # noqa: G010 (twisted.logger has no warning())
                 "log.format json with log.to stdout needs twistd --logger "
@@ -453,16 +505,15 @@ class LoggingService(service.Service):
                   datalogger=name, error=str(error))
 
     def stopService(self):
-        global trace_packets
         service.Service.stopService(self)
         if self._early is not None:
             _tlog.globalLogPublisher.removeObserver(self._early)
             self._early = None
         if self._per_datalogger is not None:
-            redacted.removeObserver(self._per_datalogger)
+            self._route.removeObserver(self._per_datalogger)
             self._per_datalogger.close_all()
             self._per_datalogger = None
-        handoff = self._handoff_in_use()
+        handoff = self.handoff
         if self._main is not None and (handoff is None or handoff.target is not self._main):
             _tlog.globalLogPublisher.removeObserver(self._main)
             if self._main_file is not None:
@@ -471,8 +522,5 @@ class LoggingService(service.Service):
         # last lines ("Main loop terminated") still go there before exit.
         self._main = None
         self._main_file = None
-        if self._saved is not None:
-            default, grott_level, trace_packets = self._saved
-            levels.defaultLogLevel = default
-            levels.setLogLevelForNamespace("grott", grott_level)
-            self._saved = None
+        self.tracing.enabled = False
+        self._uninstall()

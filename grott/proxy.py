@@ -49,7 +49,8 @@ __all__ = ["DataloggerProtocol", "ProxyFactory", "UpstreamProtocol"]
 FROM_DATALOGGER = "datalogger->server"
 TO_DATALOGGER = "server->datalogger"
 
-_REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
+_REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA,
+                               RecordType.METER_DATA, RecordType.METER_LOG})
 
 #: Session modes: relaying to the cloud, answering locally because the cloud
 #: is away, or answering locally because there is no cloud (upstream: none).

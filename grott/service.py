@@ -18,6 +18,7 @@ This is the one module that knows every part; the parts know only what they
 are handed (the registry, a record callback, a clock).
 """
 
+import os
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -27,9 +28,9 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import CannotListenError
 
 from grott import limits
-from grott.commands import CommandDispatcher, CommandFactory
+from grott.commands import CommandDispatcher, CommandFactory, is_loopback
 from grott.config import ConfigError
-from grott.logs import Logger, LoggingService
+from grott.logs import Logger, LoggingService, bind_proxy_tracing
 from grott.metrics import (
     GrottCollector,
     TimedEndpoint,
@@ -61,6 +62,11 @@ class GrottService(service.MultiService):
         try:
             service.MultiService.privilegedStartService(self)
         except CannotListenError as e:
+            # Logging took over grott's log at its privileged start: give
+            # the log back, for the one line that says why.
+            logging = self.namedServices.get("logging")
+            if logging is not None:
+                logging.stopService()
             raise SystemExit(f"grott: cannot listen on {e.interface or '*'}:{e.port}: "
                              f"{_strip(e.socketError)}") from None
 
@@ -151,11 +157,68 @@ def makeDecoder(config):
         raise ConfigError(f"{config.source}: {e}") from None
 
 
+def check_command(config):
+    """
+    An admin socket that other hosts can reach needs C{command.token}:
+    without one anybody on the network could write inverter registers and
+    re-point the datalogger.  Raise L{ConfigError} otherwise.
+    """
+    c = config.command
+    if c.listen != "none" and not c.token and not is_loopback(c.listen):
+        raise ConfigError(f"{config.source}: command.token: required when command.listen "
+                          f"({c.listen}) is not a loopback address or a unix: socket")
+
+
+def _is_unix(description):
+    return description.split(":", 1)[0].lower() == "unix"
+
+
+def command_endpoint(command):
+    """
+    The admin socket's endpoint description: a C{unix:} socket gets
+    C{command.mode} (0600 by default) unless the description sets its own.
+    """
+    listen = command.listen
+    if _is_unix(listen) and ":mode=" not in listen:
+        listen = f"{listen}:mode={command.mode}"
+    return listen
+
+
+class PrivateListener(service.Service):
+    """
+    Wraps the admin socket's listener service: a C{unix:} socket is bound
+    under umask 0177, so it exists with mode 0600 from the first moment.
+    Twisted sets C{command.mode} only after bind(), and a local user who
+    connects in between would stay connected after the chmod.
+    """
+
+    def __init__(self, listener):
+        self.listener = listener
+
+    def privilegedStartService(self):
+        old = os.umask(0o177)
+        try:
+            self.listener.privilegedStartService()
+        finally:
+            os.umask(old)
+        service.Service.privilegedStartService(self)
+
+    def startService(self):
+        service.Service.startService(self)
+        self.listener.startService()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return self.listener.stopService()
+
+
 def validate(config):
     """
     Check what the config loader cannot check alone (register definitions,
-    plugin names) by building those parts; raise L{ConfigError}.
+    plugin names, the admin socket's exposure) by building those parts;
+    raise L{ConfigError}.
     """
+    check_command(config)
     makeDecoder(config)
 
 
@@ -163,10 +226,13 @@ def makeService(config, reactor):
     """
     Build the grott service tree for C{config} on C{reactor}.
     """
+    check_command(config)
     top = GrottService()
     top.setName("grott")
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
+    # Until the proxy's factory takes logging.tracing itself (issue 14).
+    bind_proxy_tracing(logging.tracing)
     plugins = PluginHost(config, reactor)
     plugins.setName("plugins")
     registry = Registry()
@@ -195,9 +261,10 @@ def makeService(config, reactor):
     proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
     proxy.setName("proxy")
 
+    extra = [commands.report_lines, partial(plugin_lines, plugins)]
+
     def report():
-        return report_lines(registry, reactor.seconds(),
-                            extra=[commands.report_lines, partial(plugin_lines, plugins)])
+        return report_lines(registry, reactor.seconds(), extra=extra)
 
     def report_json():
         data = report_data(registry, reactor.seconds())
@@ -232,9 +299,14 @@ def makeService(config, reactor):
     stats.setServiceParent(top)
     if config.command.listen != "none":
         # strports: a command port in use stops start-up like the proxy's.
-        admin = strports.service(config.command.listen,
-                                 CommandFactory(commands, report, listen=config.command.listen),
-                                 reactor=reactor)
+        c = config.command
+        adminFactory = CommandFactory(commands, report, listen=c.listen, clock=reactor,
+                                      idle_timeout=c.idle_timeout, rate=c.rate_limit,
+                                      token=c.token)
+        extra.insert(0, adminFactory.report_lines)
+        admin = strports.service(command_endpoint(c), adminFactory, reactor=reactor)
+        if _is_unix(c.listen):
+            admin = PrivateListener(admin)
         admin.setName("command")
         admin.setServiceParent(top)
     top.commands = commands

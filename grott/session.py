@@ -142,7 +142,7 @@ class Session:
         Remember what a decoded record says about the inverter.
         """
         self.records += 1
-        self.family = record.family
+        self.family = record.family if getattr(record, "kind", None) != "meter" else self.family
         if record.record_type == RecordType.ANNOUNCE and record.device_type_code is not None:
             self.device_type_codes[record.inverter_serial] = record.device_type_code
 

@@ -129,7 +129,9 @@ class CommandLoopbackBase(TestCase):
         def report():
             return report_lines(self.registry, reactor.seconds(),
                                 extra=[self.dispatcher.report_lines])
-        self.admin = CommandFactory(self.dispatcher, report)
+        # The admin clients' idle and rate timers: a clock of their own.
+        self.adminClock = Clock()
+        self.admin = CommandFactory(self.dispatcher, report, clock=self.adminClock)
         self.adminPort = await _listen(self.admin)
         # Cleanups run last-added first: clients, dataloggers, then the proxy and cloud.
         self.addCleanup(self.cloud.close_all)

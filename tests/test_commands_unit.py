@@ -436,8 +436,9 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(self.admin.answers(b"help\n")[0][0].split()[0], "list")
         self.assertFalse(self.admin.transport.disconnecting)
 
-    def test_emptyLinesIgnored(self):
-        self.assertEqual(self.admin.send(b"\r\n  \n"), "")
+    def test_emptyLineAnswered(self):
+        # A script waiting for the empty line that ends an answer never hangs.
+        self.assertEqual(self.admin.send(b"\r\n  \n"), "ERROR empty line; try help\r\n\r\n" * 2)
 
     def test_linesAnsweredInOrder(self):
         out = self.admin.send(b"read JPC281833B 1\nhelp\nlist\n")

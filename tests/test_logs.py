@@ -25,6 +25,7 @@ import grott
 from grott import logs
 from grott.config import LogConfig, config_from_string
 from grott.logfiles import DataloggerLogs, safe_name
+from grott.secrets import Secrets
 
 PACKET = {"direction": "datalogger->server", "record_type": 0x0104, "record_name": "data",
           "hex": "0001000600200104abcd", "record": {"pvpower": 1234.5}}
@@ -57,7 +58,6 @@ class LoggingCase(SynchronousTestCase):
         self.seen = []
         globalLogPublisher.addObserver(self.seen.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.seen.append)
-        self.addCleanup(logs.set_secrets, ())
         self.clock = Clock()
         self.clock.advance(time.time())
 
@@ -101,14 +101,53 @@ class LevelTests(LoggingCase):
         self.assertEqual(len(self.grott_events()), 1)
         self.assertEqual(self.grott_events("grott.packets"), [])
 
+    def test_twoServicesNeverLogTwice(self):
+        """
+        The later of two running services routes grott's events until it
+        stops; then the earlier one again, then the default route.
+        """
+        first = self.start(level="info")
+        second = self.start(level="warn")
+        log = logs.Logger("grott.test")
+        log.info("hidden by the second")
+        log.warn("once")  # noqa: G010
+        second.stopService()
+        log.info("through the first")
+        first.stopService()
+        log.debug("default route: not at debug")
+        log.info("default route")
+        self.assertEqual([e["log_format"] for e in self.grott_events()],
+                         ["once", "through the first", "default route"])
+
     def test_tracePackets(self):
         for settings, expected in [({}, False), ({"level": "debug"}, True),
                                    ({"per_datalogger": True}, True),
                                    ({"level": "error", "per_datalogger": True}, True)]:
             svc = self.start(**settings)
-            self.assertIs(logs.trace_packets, expected, settings)
+            self.assertIs(svc.tracing.enabled, expected, settings)
             svc.stopService()
-            self.assertIs(logs.trace_packets, False)
+            self.assertIs(svc.tracing.enabled, False)
+
+    def test_proxyReadsTheServiceTracing(self):
+        """
+        Until the proxy's factory takes the service's PacketTracing, the
+        service tree binds grott.logs.trace_packets / packets to it.
+        """
+        from twisted.internet.testing import MemoryReactor
+
+        from grott.service import makeService
+        self.addCleanup(logs.bind_proxy_tracing, logs.PacketTracing())
+        config = config_from_string(
+            f"log: {{level: debug}}\ncommand: {{listen: none}}\n"
+            f"plugins: {{directory: {self.tmp}/plugins}}\nproxy: {{upstream: none}}\n")
+        top = makeService(config, MemoryReactor())
+        logging = top.getServiceNamed("logging")
+        self.assertIs(logs.trace_packets, False)
+        logging.startService()
+        self.assertIs(logs.trace_packets, True)
+        self.assertIs(logs.packets, logging.tracing.log)
+        logging.stopService()
+        self.assertIs(logs.trace_packets, False)
 
     def test_startLineSaysWhatIsLogged(self):
         self.start(to="file", per_datalogger=True)
@@ -401,31 +440,44 @@ plugins:
         self.assertIn("twisted says", outputs["main"])
 
     def test_redactLeavesCleanEventsAlone(self):
-        logs.set_secrets([PASSWORD])
+        secrets = Secrets([PASSWORD])
         event = {"log_format": "{a} {b}", "a": "x", "b": [1, {"c": "d"}], "log_namespace": "n"}
-        self.assertEqual(logs.redact(event), event)
-        self.assertIs(logs.redact(event)["b"], event["b"])
-        logs.set_secrets([])
-        self.assertIs(logs.redact(event), event)
+        self.assertEqual(logs.redact(event, secrets), event)
+        self.assertIs(logs.redact(event, secrets)["b"], event["b"])
+        self.assertIs(logs.redact(event, Secrets()), event)
 
     def test_brokenReprDoesNotStopLogging(self):
-        logs.set_secrets([PASSWORD])
 
         class Broken:
             def __repr__(self):
                 raise RuntimeError("no repr")
 
         got = []
-        logs.Redacting(got.append)({"log_format": "{o}", "o": Broken()})
+        logs.Redacting(got.append, Secrets([PASSWORD]))({"log_format": "{o}", "o": Broken()})
         self.assertEqual(len(got), 1)
 
 
 class HandoffTests(LoggingCase):
     def test_mainLogFactory(self):
-        self.addCleanup(setattr, logs, "_handoff", None)
+        """
+        twistd builds the observer from its name; the service finds it
+        through the global publisher, without a module global.
+        """
         observer = logs.main_log()
         self.assertTrue(ILogObserver.providedBy(observer))
-        self.assertIs(logs._handoff, observer)
+        self.assertIsNone(logs.find_handoff())
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.assertIs(logs.find_handoff(), observer)
+        observer.stdout = io.StringIO()
+        self.start(format="json", to="stdout")
+        self.assertIsNotNone(observer.target)
+        logs.Logger("grott.test").info("to the hand-off {n}", n=3)
+        lines = [eventFromJSON(line) for line in observer.stdout.getvalue().splitlines()]
+        self.assertIn("to the hand-off {n}", [e["log_format"] for e in lines])
+        # The rendezvous itself is in no log.
+        self.assertEqual(observer.buffer, [])
+        self.assertNotIn("handoff", observer.stdout.getvalue())
 
     def test_earlyEventsReachTheConfiguredLog(self):
         out = io.StringIO()

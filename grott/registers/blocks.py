@@ -45,6 +45,8 @@ _HEADER_OFFSET = 8          # payload offset 0 is packet offset 8
 _TIMESTAMP_SIZE = 6
 _u16u16 = struct.Struct(">HH")
 _words = {}
+#: The bytes a serial may hold (printable ASCII, no space).
+_PRINTABLE = bytes(range(0x21, 0x7F))
 
 
 def _unpacker(count):
@@ -134,7 +136,7 @@ def _serial(raw, what, offset):
     text = raw.split(b"\x00", 1)[0]
     if not text:
         return None
-    if not all(0x21 <= byte <= 0x7E for byte in text):
+    if text.translate(None, _PRINTABLE):    # bytes left: not all printable ASCII
         raise BlockError(f"{what} at packet offset {offset} is not ASCII text "
                          f"({raw[:10].hex()}): not a register record, or an encrypted one "
                          f"from new datalogger firmware")

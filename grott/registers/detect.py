@@ -7,7 +7,16 @@ serial; then the register ranges of the blocks; then the device type code
 (a classic string inverter and an off-grid SPF send the same 0-44, 45-89,
 90-134 blocks), so there the DTC, then the values themselves decide: a grid
 frequency in register 13 is a classic inverter, an SPF keeps the high word
-of its AC charge power there and its frequencies in 21 and 23.
+of its AC charge power there and its frequencies in 21 and 23.  At night an
+SPF's frequencies can all be zero; its battery still is not: a battery
+voltage in register 17 (0.01 V, 9..65 V) beside a state of charge in 18
+(0..100 %) is an SPF, where a classic inverter keeps the low word of its
+phase 1 power (zero without sun) and the phase 2 voltage.  When nothing
+decides, L{resolve_ambiguous} says so (None) and the decoder uses what an
+earlier record of the same inverter decided (L{grott.registers.state}).
+
+The block layout is no evidence: a classic inverter was captured sending
+the 0-44, 45-89, 90-134 blocks that grott-async takes for an SPF.
 """
 
 from grott.registers.maps import DTC_FAMILIES
@@ -48,16 +57,22 @@ def _frequency(value):
     return value is not None and 4500 <= value <= 6500
 
 
+def _battery(voltage, soc):
+    return voltage is not None and 900 <= voltage <= 6500 and soc is not None and soc <= 100
+
+
 def resolve_ambiguous(dtc, word):
     """
-    Classic or SPF for 45-register input blocks.  C{word(register)} returns
-    a register's value or None.
+    Classic, SPF, or None (the record cannot tell) for 45-register input
+    blocks.  C{word(register)} returns a register's value or None.
     """
     family = DTC_FAMILIES.get(dtc)
     if family in ("classic", "spf"):
         return family
-    if _frequency(word(13)):
+    frequency = word(13)
+    if _frequency(frequency):
         return "classic"
-    if word(13) == 0 and (_frequency(word(21)) or _frequency(word(23))):
+    if frequency == 0 and (_frequency(word(21)) or _frequency(word(23))
+                           or _battery(word(17), word(18))):
         return "spf"
-    return "classic"
+    return None

@@ -10,6 +10,8 @@ A test compares the file with this output.
 import sys
 
 from grott.registers.maps import ALIASES, DTC_FAMILIES, FAMILIES
+from grott.registers.meter import METER_LOG_FIELDS, METER_VALUE_FIELDS
+from grott.registers.texts import TEXTS
 
 __all__ = ["render"]
 
@@ -27,8 +29,118 @@ word first; texts hold two characters per register.  A name listed twice in
 one table is an *alternate*: the first one whose registers are all in the
 record is used.  Several names on one register are *aliases*: all are
 published.  Add or override names with `registers:` in config.yaml (see
-README.md, "Registers and decoding").
+README.md, "Registers and decoding").  Status and fault codes are also
+published as text (`status_text`, `fault_text`, ...; the tables are below),
+smart meters as devices of their own (last sections).
 """
+
+_SOURCES = """\
+## Sources, checks and where they disagree
+
+Every map was checked register by register against *Growatt Inverter Modbus
+RTU Protocol II v1.24* ("the PDF": input registers 0-249 and 875-999 for
+TL3-X/MAX/MID/MAC, 3000-3249 for TL-X/TL-XH/MIN/MOD TL3-XH, 1000-1249 and
+2000-2124 for storage) and against Grott's layouts (`T06NNNNX`,
+`T06NNNNXMIN`, `T06NNNNXSPH`, `T06NNNNSPF`, `T060120`, `T06501b`).  Real
+captures decide over both where they exist (protocol.md's public vectors:
+classic and MIN/TL-X on protocols 2, 5 and 6).  Where the PDF and Grott
+disagree, this is what grott publishes and why:
+
+| registers | the PDF | Grott's layout | grott uses | why |
+|---|---|---|---|---|
+| TL-XH 3189-3211 | 16-bit BMS words: 3189/3190 max/min voltage cell number, 3191-3195 temperatures, 3196/3197 max/min SOC, 3198 parallel batteries, 3199 derate reason, 3200/3201 BmsGaugeFCC/BmsGaugeRM (Ah), 3202 BmsError, 3203 BmsWarn, 3204 BmsFault, 3205 BmsFault2, 3210 ISO status, 3211 request flags | a second battery converter `bdc2_*` with 32-bit powers and energies | the PDF (`bms_*`) | the PDF is Growatt's own map; a second converter at 3189 would put a 32-bit power on the cell-number words, and no capture shows one there |
+| TL-XH 3213, 3214, 3220, 3223-3229 | BmsError2, BmsWarn2, max discharge current, charge/discharge voltage limits, BmsWarn3, BmsError3, 3227-3229 reserved | `bms_error`, `bms_warninfo`, `bms_deltavolt`, `bms_constantvolt`, `bms_bms_info`, `bms_packinfo`, `bms_usingcap`, `bms_fw`, `bms_mcuversion`, `bms_commtype` | the PDF | Grott's names are the storage BMS words of 1082-1107 (the PDF's `BMS_FW` 1093, `BMS_MCUVersion` 1101, `BMS_PackInfo` 1106, ...) carried over to the TL-XH block, where the PDF has other words; reserved registers stay raw `reg_<n>` |
+| TL-XH 3137-3142 | Esys_total, Eself_today, Eself_total (0.1 kWh, 32-bit) | not mapped | the PDF (`Esys_total`, `Eself_today`, `Eself_total`, kWh / 10) | named as the issue and the PDF name them |
+| TL-X 3107-3114 | 3107 fault sub code, 3108 warning sub code, 3109/3110 reserved, 3111-3114 AFCI (FFT value, status, strength, self-check) | `systemfaultword0..7` (borrowed from the storage map 1001-1008) | the PDF (`faultsubcode`, `warningsubcode`, `afci_*`) | the storage fault words live at 1001-1008, not here |
+| TL-X 3162 | DCV, 1 mV | raw | V / 1000 | unit from the PDF |
+| TL3-X 232-233 | reactive power, Int32 | unsigned | signed 32-bit | the PDF marks it Int32; reactive power changes sign |
+| TL3-X 205, 234-238, 875-906 | GFCI (mA), nominal reactive power, reactive energy total, AFCI status, PV9-PV16 | not mapped | the PDF | nothing to disagree with |
+| TL3-X 126-140, 143-173 | PID currents -10..10 mA, string currents -15..15 A | not mapped | signed 16-bit | the ranges the PDF gives are signed |
+| TL-X 3091 | GFCI, 16-bit, 1 mA | 32-bit | 16-bit | 3092 is the bus voltage in the PDF |
+| classic / TL-X `pvipmtemperature` | 41 (classic), 94 (first group), 3094 (TL-X) | Grott's generic `T06NNNNX` reads 3097 | the PDF | 3097 is the communication board temperature (`temp5`) |
+| SPF 11-12 `op_va` | output apparent power | Grott's offsets put `op_va` one word off | register 11 | the SPF protocol and the 2-word pattern of the neighbours |
+| SPA 2000-2124 | inverter side of the first group, offset by 2000 | Grott maps few of them | alternates of every first-group name | the same names whether an SPA sends 0-124 or not |
+| storage 1082-1148 | BMS words 1082-1123 (status, error, SOC, voltage, current, gauge, cell voltages 0.001 V, cell temperatures, max/min SOC, errors 2/3), AC charge energy/power 1124-1129, extra inverter, system and self energies 1131-1148 | `T06NNNNXSPH` maps 1082-1107 | the PDF | the PDF prints no step for 1124-1129; grott uses 0.1 kWh / 0.1 W like every other energy and power of the map |
+| storage 1072-1079 | EPS phases S and T | not mapped | the PDF | nothing to disagree with |
+| meter 0x20 `pos_act_power`, `rev_act_power` | - | both copy the signed total power | import part (>= 0) and export part (<= 0) of it; the signed total stays `pos_rev_act_power` | Grott's 0x1b layout already splits the same quantity this way (`active_power`, `reverse_active_power`); three names for one number told users nothing |
+| meter 0x1b units | - | Grott gives none (its values are already decimal) | units from the quantity (W, var, VA, V, A, Hz, kWh, kvarh, kVAh) | the numbers are the meter's own readings; no capture with the meter's display was found to confirm kW vs W |
+
+Families without a public capture (TL3-X/MAX/MID, SPA, MIC, SPF) are
+decoded from these documents only; the test data (`tests/data/coverage.json`)
+says for every case whether its packet is a real capture or was built with
+grott's own encoder from documented values.  MIC inverters report either
+the TL-X 3000 range (recent firmware, decoded as `tlx`) or the first group
+0-124 (older firmware, decoded as `tl3x` names, which are the same
+first-group names the PDF uses for single-phase inverters).  Protocol 5 data
+records are the same register blocks as protocol 6 with 10-byte serial
+fields (real MIN capture `grott-p5-5104-min-data`).
+
+**Classic or SPF.**  An SPF and a classic inverter send the same
+45-register blocks (0-44, 45-89, 90-134; a classic inverter was captured
+with the third block too, so the layout is no evidence).  A grid frequency
+in register 13 is a classic inverter; zero there with a frequency in 21 or
+23, or with a battery voltage in 17 (9-65 V) and a state of charge in 18,
+is an SPF.  A record that shows none of these (an SPF at night with its
+grid input off, a classic inverter at night) keeps the family decided for
+the same inverter by an earlier record, in the running service and across
+the packets of one `grott decode` call; an inverter never decided is
+classic.  Configure `families:` for an SPF to be certain from its first
+record.
+"""
+
+
+def _texts():
+    lines = ["## Status and fault texts\n",
+             ("Values whose encoding reads *text of the code* publish the words below "
+              "for the code (a code not listed comes out as `unknown (N)`, fault codes "
+              "as `fault code N`).\n")]
+    for name, function in TEXTS.items():
+        table = function.table
+        words = "; ".join(f"{code} {text}" for code, text in sorted(table.items()))
+        lines.append(f"- `{name.replace('_', ' ')}`: {words}")
+    lines.append("")
+    lines.append("`tlx status` reads the low byte of input 3000 as the inverter status and, "
+                 "when the high byte is not zero (TL-XH), adds the storage work mode of the "
+                 "high byte (`storage mode` table).  The SPF's fault registers (40-43) are "
+                 "bit fields and codes the published SPF documents do not list; they stay "
+                 "numbers.\n")
+    return "\n".join(lines)
+
+
+def _meter_table(fields, text):
+    head = "position in the text" if text else "value (32-bit, from packet offset 80 in protocol 6)"
+    lines = [f"| {head} | name | unit | encoding |", "|---:|---|---|---|"]
+    for field in fields:
+        lines.append(f"| {field.position} | `{field.name}` | {field.unit} | "
+                     f"{field.describe(text)} |")
+    return "\n".join(lines)
+
+
+def _meters():
+    return "\n".join([
+        "## Smart meters\n",
+        ("Meter records are records of their own (`kind: meter`, `family: meter`), one "
+         "device per meter: `device_id` is the serial the record reports for (the "
+         "inverter's in 0x20, else the datalogger's), `meter` and the header's device "
+         "address in hex (`QCL0CGB0BC-meter-50`).\n"),
+        ("Every public meter capture is protocol 6; for protocols 2 and 5 grott "
+         "assumes the same layout with 10-byte serial fields, as in every other "
+         "record type.\n"),
+        "### 0x20 meter data (Grott layout `T060120`)\n",
+        ("After the serials and the timestamp come a 2-byte length (the bytes after "
+         "it: 160 and 200 in the two public captures, grott issues #47 and #352; "
+         "protocol.md counts it among six unknown bytes), 4 bytes of unknown meaning "
+         "(`00 00 00 84`, `00 00 00 8e` seen) and 32-bit big-endian values; positions "
+         "without a name are published raw as `value_<n>`.  The captures confirm the "
+         "positions past Grott's published ones: `act_energy_kwh` is import plus "
+         "export energy, `react_energy_kvar` the sum of the two reactive energies.\n"),
+        _meter_table(METER_VALUE_FIELDS, False) + "\n",
+        "### 0x1b meter log (Grott layout `T06501b`)\n",
+        ("The text is numbers separated by commas, already in their units; positions "
+         "without a name are published as `pos<n>`, items that are not numbers are "
+         "skipped and named in the record's `warning`.\n"),
+        _meter_table(METER_LOG_FIELDS, True) + "\n",
+    ])
 
 
 def _table(fields):
@@ -60,6 +172,9 @@ def render():
         parts.append(_table(family.input) + "\n")
         parts.append("### Holding registers (0x03 announce)\n")
         parts.append(_table(family.holding) + "\n")
+    parts.append(_texts())
+    parts.append(_meters())
+    parts.append(_SOURCES)
     return "\n".join(parts)
 
 

@@ -17,7 +17,7 @@ A family lists its input registers (0x04/0x50 data) and holding registers
    present in the record wins, the other's registers stay C{reg_<n>}.
 """
 
-from grott.registers.fields import s16, s32, text, u16, u32
+from grott.registers.fields import code_text, s16, s32, text, u16, u32
 
 __all__ = ["ALIASES", "DTC_FAMILIES", "FAMILIES", "Family", "family_name"]
 
@@ -70,6 +70,7 @@ def _phases(voltage, step, names=("pvgridvoltage", "pvgridcurrent", "pvgridpower
 
 CLASSIC_INPUT = (
     u16("pvstatus", 0),
+    code_text("status_text", 0, "inverter_status"),
     u32("pvpowerin", 1, "W", 10),
     *_pv_strings(2, 3, 4),
     s32("pvpowerout", 11, "W", 10),
@@ -82,6 +83,7 @@ CLASSIC_INPUT = (
     u16("isof", 33), u16("gfcif", 34), u16("dcif", 35), u16("vpvfault", 36),
     u16("vacfault", 37), u16("facfault", 38), u16("tmpfault", 39),
     u16("faultcode", 40),
+    code_text("fault_text", 40, "fault"),
     u16("pvipmtemperature", 41, "°C", 10),
     u16("pbusvolt", 42, "V", 10),
     u16("nbusvolt", 43, "V", 10),
@@ -140,6 +142,7 @@ V12_HOLDING = (
 #: Input registers 0..124, the "first group" of TL3-X, MIX and SPH (§10.2).
 FIRST_GROUP = (
     u16("pvstatus", 0),
+    code_text("status_text", 0, "inverter_status"),
     u32("pvpowerin", 1, "W", 10),
     *_pv_strings(8, 3, 4),
     s32("pvpowerout", 35, "W", 10),
@@ -166,6 +169,7 @@ FIRST_GROUP = (
     u32("opfullwatt", 102, "W", 10),
     u16("deratingmode", 104),
     u16("faultcode", 105),
+    code_text("fault_text", 105, "fault"),
     u16("faultsubcode", 107),
 )
 
@@ -174,22 +178,31 @@ TL3X_INPUT = FIRST_GROUP + (
     # second group 125..249 ([P]; no capture of this family was found)
     *[field for n in range(1, 9) for field in (
         u16(f"pid{n}voltage", 125 + 2 * (n - 1), "V", 10),
-        u16(f"pid{n}current", 126 + 2 * (n - 1), "mA", 10))],
+        s16(f"pid{n}current", 126 + 2 * (n - 1), "mA", 10))],
     u16("pidstatus", 141),
     *[field for n in range(1, 17) for field in (
         u16(f"string{n}voltage", 142 + 2 * (n - 1), "V", 10),
-        u16(f"string{n}current", 143 + 2 * (n - 1), "A", 10))],
+        s16(f"string{n}current", 143 + 2 * (n - 1), "A", 10))],
+    u16("strunmatch", 174), u16("strcurrentunbalance", 175), u16("strdisconnect", 176),
+    u16("pidfaultcode", 177), u16("stringprompt", 178), u16("pvwarningvalue", 179),
     u16("iso", 200, "kΩ"),
     u16("dcir", 201, "mA", 10), u16("dcis", 202, "mA", 10), u16("dcit", 203, "mA", 10),
     u16("pidbusvoltage", 204, "V", 10),
+    u16("gfci", 205, "mA"),
     u32("apparentpower", 230, "VA", 10),
-    u32("reactivepower", 232, "var", 10),
+    s32("reactivepower", 232, "var", 10),
+    u32("reactivepowermax", 234, "var", 10),
+    u32("reactiveenergytotal", 236, "kvarh", 10),
+    u16("afci_status", 238),
+    # MAX 1500 V / MAX-X LV: strings 9..16 at 875.. ([P] page 56)
+    *[field for field in _pv_strings(16, 843, 4) if field.register >= 875],
 )
 
 # ------------------------------------------------------------ TL-X / MIN
 
 TLX_INPUT = (
     u16("pvstatus", 3000),
+    code_text("status_text", 3000, "tlx_status"),
     u32("pvpowerin", 3001, "W", 10),
     *_pv_strings(4, 3003, 4),
     u32("systemoutputpower", 3019, "W", 10),
@@ -230,60 +243,94 @@ TLX_INPUT = (
     u32("opfullwatt", 3102, "W", 10),
     u16("standbyflag", 3104),
     u16("faultcode", 3105),
+    code_text("fault_text", 3105, "fault"),
     u16("warningcode", 3106),
-    *[u16(f"systemfaultword{n}", 3107 + n) for n in range(8)],
+    u16("faultsubcode", 3107),
+    u16("warningsubcode", 3108),
+    u16("afci_fftvalue", 3111),
+    u16("afci_status", 3112),
+    u16("afci_strength", 3113),
+    u16("afci_selfcheck", 3114),
     u16("invstartdelaytime", 3115, "s"),
     u16("bdconoffstate", 3118),
     u16("drycontactstate", 3119),
     u32("selfusepower", 3121, "W", 10),
     u32("systemenergytoday", 3123, "kWh", 10),
-    # 3125..3249: TL-XH storage part (battery converters, BMS)
+    # 3125..3249: TL-XH storage part (protocol II v1.24, checked register by
+    # register; docs/registers.md lists where Grott's layouts differ)
     u32("edischrtoday", 3125, "kWh", 10), u32("edischrtotal", 3127, "kWh", 10),
     u32("echrtoday", 3129, "kWh", 10), u32("echrtotal", 3131, "kWh", 10),
     u32("eacchrtoday", 3133, "kWh", 10), u32("eacchrtotal", 3135, "kWh", 10),
+    u32("Esys_total", 3137, "kWh", 10),
+    u32("Eself_today", 3139, "kWh", 10),
+    u32("Eself_total", 3141, "kWh", 10),
     u16("priority", 3144),
     u16("epsfac", 3145, "Hz", 100),
     *_phases(3146, 4, ("epsvac", "epsiac", "epspac"), first="1"),
     u32("epspac", 3158, "VA", 10),
     u16("loadpercent", 3160, "%", 10),
     u16("pf", 3161, "", 10),
-    u16("dcv", 3162),
-    *[field for n, base in ((1, 3166), (2, 3189)) for field in (
-        u16(f"bdc{n}_sysstatemode", base),
-        u16(f"bdc{n}_faultcode", base + 1),
-        u16(f"bdc{n}_warncode", base + 2),
-        u16(f"bdc{n}_vbat", base + 3, "V", 100),
-        u16(f"bdc{n}_ibat", base + 4, "A", 10),
-        u16(f"bdc{n}_soc", base + 5, "%"),
-        u16(f"bdc{n}_vbus1", base + 6, "V", 10),
-        u16(f"bdc{n}_vbus2", base + 7, "V", 10),
-        u16(f"bdc{n}_ibb", base + 8, "A", 10),
-        u16(f"bdc{n}_illc", base + 9, "A", 10),
-        u16(f"bdc{n}_tempa", base + 10, "°C", 10),
-        u16(f"bdc{n}_tempb", base + 11, "°C", 10),
-        u32(f"bdc{n}_pdischr", base + 12, "W", 10),
-        u32(f"bdc{n}_pchr", base + 14, "W", 10),
-        u32(f"bdc{n}_edischrtotal", base + 16, "kWh", 10),
-        u32(f"bdc{n}_echrtotal", base + 18, "kWh", 10),
-        u16(f"bdc{n}_flag", base + 21))],
+    u16("dcv", 3162, "V", 1000),
+    u16("newbdcflag", 3164),
+    u16("bdcderatingmode", 3165),
+    # battery converter (BDC) 1
+    u16("bdc1_sysstatemode", 3166),
+    u16("bdc1_faultcode", 3167),
+    u16("bdc1_warncode", 3168),
+    u16("bdc1_vbat", 3169, "V", 100),
+    u16("bdc1_ibat", 3170, "A", 10),
+    u16("bdc1_soc", 3171, "%"),
+    u16("bdc1_vbus1", 3172, "V", 10),
+    u16("bdc1_vbus2", 3173, "V", 10),
+    u16("bdc1_ibb", 3174, "A", 10),
+    u16("bdc1_illc", 3175, "A", 10),
+    u16("bdc1_tempa", 3176, "°C", 10),
+    u16("bdc1_tempb", 3177, "°C", 10),
+    u32("bdc1_pdischr", 3178, "W", 10),
+    u32("bdc1_pchr", 3180, "W", 10),
+    u32("bdc1_edischrtotal", 3182, "kWh", 10),
+    u32("bdc1_echrtotal", 3184, "kWh", 10),
+    u16("bdc1_flag", 3187),
+    u16("bdc1_vbuslower", 3188, "V", 10),
+    # BMS: 16-bit words (Grott's layouts read a second converter, bdc2_*, here)
+    u16("bms_maxvoltcellno", 3189),
+    u16("bms_minvoltcellno", 3190),
+    u16("bms_avgtemp_a", 3191, "°C", 10),
+    u16("bms_maxcelltemp_a", 3192, "°C", 10),
+    u16("bms_avgtemp_b", 3193, "°C", 10),
+    u16("bms_maxcelltemp_b", 3194, "°C", 10),
+    u16("bms_avgtemp_c", 3195, "°C", 10),
+    u16("bms_maxsoc", 3196, "%"),
+    u16("bms_minsoc", 3197, "%"),
+    u16("bms_parallelbatterynum", 3198),
+    u16("bms_deratereason", 3199),
+    u16("bms_gaugefcc", 3200, "Ah"),
+    u16("bms_gaugerm", 3201, "Ah"),
+    u16("bms_error", 3202),
+    u16("bms_warn", 3203),
+    u16("bms_fault", 3204),
+    u16("bms_fault2", 3205),
+    u16("bms_isostatus", 3210),
+    u16("bms_requestflags", 3211),
     u16("bms_status", 3212),
-    u16("bms_error", 3213),
-    u16("bms_warninfo", 3214),
+    code_text("bms_status_text", 3212, "bms_status"),
+    u16("bms_error2", 3213),
+    u16("bms_warn2", 3214),
     u16("bms_soc", 3215, "%"),
     u16("bms_batteryvolt", 3216, "V", 100),
     s16("bms_batterycurr", 3217, "A", 100),
     u16("bms_batterytemp", 3218, "°C", 10),
     u16("bms_maxcurr", 3219, "A", 100),
-    u16("bms_deltavolt", 3220, "V", 100),
+    u16("bms_maxdischrcurr", 3220, "A", 100),
     u16("bms_cyclecnt", 3221),
     u16("bms_soh", 3222, "%"),
-    u16("bms_constantvolt", 3223, "V", 100),
-    u16("bms_bms_info", 3224),
-    u16("bms_packinfo", 3225),
-    u16("bms_usingcap", 3226),
-    u16("bms_fw", 3227),
-    u16("bms_mcuversion", 3228),
-    u16("bms_commtype", 3229),
+    u16("bms_chargevoltlimit", 3223, "V", 100),
+    u16("bms_dischargevoltlimit", 3224, "V", 100),
+    u16("bms_warn3", 3225),
+    u16("bms_error3", 3226),
+    u16("bms_cellvoltmax", 3230, "V", 1000),
+    u16("bms_cellvoltmin", 3231, "V", 1000),
+    u16("bms_batloadvolt", 3232, "V", 100),
 )
 
 TLX_HOLDING = V12_HOLDING + (
@@ -303,12 +350,20 @@ TLX_HOLDING = V12_HOLDING + (
 
 # ------------------------------------------------------------------ storage
 
-STORAGE_INPUT = FIRST_GROUP + (
+#: The first group as storage inverters use it: storage status words, and
+#: the AC charge energy, priority and battery type at 112..119.
+_STORAGE_FIRST = tuple(
+    code_text("status_text", 0, "storage_status") if field.name == "status_text" else field
+    for field in FIRST_GROUP) + (
     u32("eacharge_today", 112, "kWh", 10),
     u32("eacharge_total", 114, "kWh", 10),
     u16("priority", 118),
     u16("batterytype", 119),
+)
+
+STORAGE_INPUT = _STORAGE_FIRST + (
     u16("uwsysworkmode", 1000),
+    code_text("sysworkmode_text", 1000, "storage_mode"),
     *[u16(f"systemfaultword{n}", 1001 + n) for n in range(8)],
     u32("pdischarge1", 1009, "W", 10),
     u32("p1charge1", 1011, "W", 10),
@@ -329,24 +384,71 @@ STORAGE_INPUT = FIRST_GROUP + (
     u32("edischarge1_tod", 1052, "kWh", 10), u32("edischarge1_tot", 1054, "kWh", 10),
     u32("eharge1_tod", 1056, "kWh", 10), u32("eharge1_tot", 1058, "kWh", 10),
     u32("elocalload_tod", 1060, "kWh", 10), u32("elocalload_tot", 1062, "kWh", 10),
+    u32("exportlimitapparentpower", 1064, "VA", 10),
     u16("epsfac", 1067, "Hz", 100),
-    u16("epsvac1", 1068, "V", 10),
-    u16("epsiac1", 1069, "A", 10),
-    u32("epspac1", 1070, "VA", 10),
+    *_phases(1068, 4, ("epsvac", "epsiac", "epspac"), first="1"),
     u16("loadpercent", 1080, "%"),
     u16("pf", 1081, "", 10),
+    # BMS ([P] page 62-64)
+    u16("bms_statusold", 1082),
+    u16("bms_status", 1083),
+    u16("bms_errorold", 1084),
+    u16("bms_error", 1085),
     u16("bms_soc", 1086, "%"),
     u16("bms_batteryvolt", 1087, "V", 100),
     u16("bms_batterycurr", 1088, "A", 100),
     u16("bms_batterytemp", 1089, "°C", 10),
-    # SPA: the inverter side at 2000.. (alternates: used when 0.. is absent)
-    u16("pvstatus", 2000),
-    s32("pvpowerout", 2035, "W", 10),
-    u16("pvfrequentie", 2037, "Hz", 100),
-    u16("pvgridvoltage", 2038, "V", 10),
-    u32("pvenergytoday", 2053, "kWh", 10),
-    u32("pvenergytotal", 2055, "kWh", 10),
-    u16("pvtemperature", 2093, "°C", 10),
+    u16("bms_maxcurr", 1090, "A", 100),
+    u16("bms_gaugerm", 1091),
+    u16("bms_gaugefcc", 1092),
+    u16("bms_fw", 1093),
+    u16("bms_deltavolt", 1094),
+    u16("bms_cyclecnt", 1095),
+    u16("bms_soh", 1096, "%"),
+    u16("bms_constantvolt", 1097, "V", 100),
+    u16("bms_warninfoold", 1098),
+    u16("bms_warninfo", 1099),
+    u16("bms_gaugeiccurr", 1100),
+    u16("bms_mcuversion", 1101),
+    u16("bms_gaugeversion", 1102),
+    u16("bms_gaugefrversion_l", 1103),
+    u16("bms_gaugefrversion_h", 1104),
+    u16("bms_bmsinfo", 1105),
+    u16("bms_packinfo", 1106),
+    u16("bms_usingcap", 1107),
+    u16("bms_maxcellvolt", 1108, "V", 1000),
+    u16("bms_mincellvolt", 1109, "V", 1000),
+    u16("bms_modulenum", 1110),
+    u16("bms_batterynum", 1111),
+    u16("bms_maxvoltcellno", 1112),
+    u16("bms_minvoltcellno", 1113),
+    u16("bms_maxcelltemp", 1114, "°C", 10),
+    u16("bms_mincelltemp", 1115, "°C", 10),
+    u16("bms_maxtempcellno", 1116),
+    u16("bms_mintempcellno", 1117),
+    u16("bms_protectpackid", 1118),
+    u16("bms_maxsoc", 1119, "%"),
+    u16("bms_minsoc", 1120, "%"),
+    u16("bms_error2", 1121),
+    u16("bms_error3", 1122),
+    u16("bms_warninfo2", 1123),
+    # 1124..1148 ([P] page 64-65; the PDF prints no step for 1124-1129: 0.1
+    # as every other energy and power of the map)
+    u32("acchargeenergytoday", 1124, "kWh", 10),
+    u32("acchargeenergytotal", 1126, "kWh", 10),
+    u32("acchargepower", 1128, "W", 10),
+    u32("extraacpowertogrid", 1131, "W", 10),
+    u32("eextra_today", 1133, "kWh", 10),
+    u32("eextra_total", 1135, "kWh", 10),
+    u32("esystem_today", 1137, "kWh", 10),
+    u32("esystem_total", 1139, "kWh", 10),
+    u32("eself_today", 1141, "kWh", 10),
+    u32("eself_total", 1143, "kWh", 10),
+    u32("psystem", 1145, "W", 10),
+    u32("pself", 1147, "W", 10),
+    # SPA: the inverter side at 2000..2124 is the first group moved by 2000
+    # ([P] page 66-70); alternates, used when 0..124 is absent
+    *[field._replace(register=field.register + 2000) for field in _STORAGE_FIRST],
 )
 
 STORAGE_HOLDING = V12_HOLDING + (
@@ -363,6 +465,7 @@ STORAGE_HOLDING = V12_HOLDING + (
 
 SPF_INPUT = (
     u16("pvstatus", 0),
+    code_text("status_text", 0, "spf_status"),
     u16("vpv1", 1, "V", 10),
     u16("vpv2", 2, "V", 10),
     u32("ppv1", 3, "W", 10),

@@ -13,6 +13,8 @@ microseconds instead of a loop over every field.
 import struct
 import types
 
+from grott.registers.texts import TEXTS
+
 __all__ = ["Plan", "compile_plan", "word_index"]
 
 
@@ -38,6 +40,10 @@ def word_index(layout):
 def _expression(field, positions):
     if field.is_text:
         return "_text((" + "".join(f"w[{p}], " for p in positions) + "))"
+    if field.table is not None:
+        # a dict lookup for known codes; the function only for unknown ones
+        word = f"w[{positions[0]}]"
+        return f"(_words_{field.table}.get({word}) or _texts[{field.table!r}]({word}))"
     if field.bits == 32:
         expr = f"(w[{positions[0]}] << 16 | w[{positions[1]}])"
         if field.signed:
@@ -105,6 +111,7 @@ def compile_plan(fields, layout, selection=None):
         items.append((name, f"w[{index[register]}]"))
     body = "".join(f"        {name!r}: {expr},\n" for name, expr in items)
     source = f"def decode(w):\n    return {{\n{body}    }}\n"
-    namespace = {"_text": _text}
+    namespace = {"_text": _text, "_texts": TEXTS}
+    namespace.update((f"_words_{name}", function.words) for name, function in TEXTS.items())
     exec(compile(source, f"<register plan {layout!r}>", "exec"), namespace)  # noqa: S102
     return Plan(namespace["decode"], types.MappingProxyType(units), tuple(used), source)

@@ -8,7 +8,11 @@ JSON-able copy for consumers that want to add to it.
 
 import dataclasses
 
-__all__ = ["Identification", "Record"]
+__all__ = ["INVERTER", "METER", "Identification", "Record"]
+
+#: Record kinds: what device a record describes.
+INVERTER = "inverter"
+METER = "meter"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +59,14 @@ class Identification:
 @dataclasses.dataclass(frozen=True)
 class Record:
     """
-    A decoded announce, data or buffered-data record.
+    A decoded announce, data or buffered-data record of an inverter, or a
+    smart meter's data (0x20) or log (0x1b) record.
+
+    C{kind} says which device it describes (L{INVERTER} or L{METER}) and
+    C{device_id} names that device, stable across records: the inverter
+    serial (the datalogger serial when the record names no inverter), or
+    for a meter the serial it reports for, "meter" and its device address
+    (C{"QCL0CGB0BC-meter-50"}).  Outputs make one device per C{device_id}.
     """
 
     __slots__ = (
@@ -63,10 +74,12 @@ class Record:
         "buffered",
         "datalogger_serial",
         "device_address",
+        "device_id",
         "device_type_code",
         "family",
         "identification",
         "inverter_serial",
+        "kind",
         "protocol",
         "record_type",
         "timestamp",
@@ -98,10 +111,18 @@ class Record:
     identification: object
     #: Set when the block count byte disagrees with the blocks present.
     warning: object
+    #: L{INVERTER} or L{METER}.
+    kind: str
+    #: The device this record describes (see the class docstring).
+    device_id: str
 
     @property
     def is_announce(self):
         return self.record_type == 0x03
+
+    @property
+    def is_meter(self):
+        return self.kind == METER
 
     def as_dict(self):
         """
@@ -109,6 +130,8 @@ class Record:
         C{{"start", "end", "values"}}.
         """
         return {
+            "kind": self.kind,
+            "device_id": self.device_id,
             "datalogger_serial": self.datalogger_serial,
             "inverter_serial": self.inverter_serial,
             "protocol": self.protocol,

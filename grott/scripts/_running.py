@@ -14,8 +14,6 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-from grott.logs import set_level
-
 
 def begin_logging(verbose):
     """
@@ -26,9 +24,6 @@ def begin_logging(verbose):
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
     if verbose:
         predicate.setLogLevelForNamespace("grott", LogLevel.info)
-        set_level("info")
-    else:
-        set_level("warn")
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])],
         redirectStandardIO=False)

@@ -8,6 +8,8 @@ Beyond loading the file (types, unknown keys, endpoint strings), it builds
 the whole service tree on a MemoryReactor, without starting it or touching
 the network, to catch wiring errors (unknown plugin names...), and checks
 that the log files it names can be written by the user running the check.
+Warnings (a secret too short to mask, a file others can read while it holds
+secrets) go to standard error as "PATH: warning: ..." and do not fail it.
 """
 
 import sys
@@ -17,6 +19,7 @@ from twisted.python import usage
 
 from grott.config import ConfigError, load_config
 from grott.logs import check_paths
+from grott.secrets import secret_warnings
 
 
 class Options(usage.Options):
@@ -36,10 +39,20 @@ def problems_in(path, build=None):
     file; an empty list if it is fine.  C{build(config, reactor)} makes the
     service tree (default: L{grott.service.makeService}).
     """
+    return check(path, build)[0]
+
+
+def check(path, build=None):
+    """
+    (problems, warnings) of the configuration at C{path}: problems stop
+    grott from starting; warnings (a weak secret, a file others can read
+    while it holds secrets) do not.  Both are lines naming the file, and
+    neither ever contains a secret.
+    """
     try:
         config = load_config(path)
     except ConfigError as e:
-        return [str(e)]
+        return [str(e)], []
     problems = [f"{path}: {p}" for p in check_paths(config.log)]
     if build is None:
         from grott.service import makeService as build
@@ -49,14 +62,17 @@ def problems_in(path, build=None):
         problems.append(str(e) if str(e).startswith(f"{path}:") else f"{path}: {e}")
     except Exception as e:  # noqa: BLE001 (any failure to build is the answer)
         problems.append(f"{path}: cannot build the service: {type(e).__name__}: {e}")
-    return problems
+    warnings = [f"{path}: warning: {w}" for w in secret_warnings(config, path)]
+    return problems, warnings
 
 
 def main(options, stdout=None, stderr=None, build=None):
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     path = options["config"]
-    problems = problems_in(path, build)
+    problems, warnings = check(path, build)
+    for warning in warnings:
+        stderr.write(warning + "\n")
     if not problems:
         stdout.write(f"{path}: OK\n")
         return 0

@@ -7,7 +7,11 @@ packets in one argument (a captured stream) are split by the framer.
 
 Announce, data and buffered-data packets also get a C{record} (values,
 units, family, DTC, timestamp, buffered flag, raw blocks) decoded with the
-registers, families and DTC filter of C{--config} when given.  A packet
+registers, families and DTC filter of C{--config} when given; smart-meter
+packets (0x20, 0x1b) get a record of kind C{meter}.  All packets of one call
+are one stream, decoded by one decoder: what an announce says (its DTC) and
+the family decided for an inverter (an SPF by day) hold for the packets
+after it, as they would in the running service.  A packet
 whose register blocks do not add up still prints its header fields, with an
 C{error} saying what is wrong instead of a record, and the exit status stays
 0: the packet itself was framed and decoded as far as it goes.  Exit status

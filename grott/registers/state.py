@@ -1,0 +1,61 @@
+"""
+What a decoder has learnt from the records it has seen: the device type
+code (DTC) each inverter announced and the family decided for it.
+
+Some records cannot say what they are: an off-grid SPF at night sends the
+same 45-register blocks as a classic string inverter, with every frequency
+at zero.  The record of the afternoon before could tell, so the decoder
+keeps that decision here, per inverter, and uses it when a record cannot
+decide.  One state serves every session of a running grott (inverter
+serials are unique across dataloggers) and every packet of one
+C{grott decode} call, which reads several packets as one stream.
+
+Bounded: past C{limit} inverters the oldest entries are forgotten, so
+garbage that happens to parse cannot grow memory.
+"""
+
+__all__ = ["DecoderState"]
+
+
+class DecoderState:
+    """
+    Per-inverter memory of a L{grott.registers.Decoder}.  Keys are
+    C{(datalogger serial, inverter serial or device address)}.
+    """
+
+    __slots__ = ("_dtcs", "_families", "limit")
+
+    def __init__(self, limit=4096):
+        self.limit = limit
+        self._dtcs = {}
+        self._families = {}
+
+    def __len__(self):
+        return len(self._families) + len(self._dtcs)
+
+    def _put(self, table, key, value):
+        if table.get(key) == value:
+            return
+        table.pop(key, None)
+        if len(table) >= self.limit:
+            del table[next(iter(table))]
+        table[key] = value
+
+    def family(self, key):
+        """The family decided for C{key} by an earlier record, or None."""
+        return self._families.get(key)
+
+    def remember_family(self, key, family):
+        self._put(self._families, key, family)
+
+    def device_type_code(self, key):
+        """The DTC of C{key}'s last announce, or None."""
+        return self._dtcs.get(key)
+
+    def remember_device_type_code(self, key, dtc):
+        self._put(self._dtcs, key, dtc)
+
+    def forget(self):
+        """Forget everything (a new stream)."""
+        self._dtcs.clear()
+        self._families.clear()
