@@ -315,6 +315,7 @@ class ServiceTests(TestCase):
     def config(self, command):
         return config_from_string(
             "proxy:\n  listen: tcp:0:interface=127.0.0.1\n  upstream: none\n"
+            "metrics:\n  listen: none\n"
             f"plugins:\n  directory: {os.path.abspath(self.mktemp())}\n"
             f"command:\n{command}", source="test.yaml")
 

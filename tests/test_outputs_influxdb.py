@@ -350,21 +350,20 @@ class WholePathTests(unittest.TestCase):
     skip = influxd.SKIP
     timeout = 120
 
-    async def test_records_from_a_datalogger_reach_influxdb(self):
-        from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+    async def grott(self, outputs):
+        """
+        The fake cloud and grott with C{outputs} (YAML lines); grott's
+        service tree and its proxy port.
+        """
+        from twisted.internet.endpoints import TCP4ServerEndpoint
 
         from grott.config import config_from_string
         from grott.service import makeService
         from grott.testing.fakecloud import FakeCloud
-        from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 
-        db = influxd.Influxd(self.mktemp())
-        await db.start()
-        self.addCleanup(db.stop)
-        await db.query("CREATE DATABASE solar")
-        jsonl = os.path.abspath(self.mktemp())
-        cloud = FakeCloud(reactor)
-        cloud_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(cloud)
+        self.cloud = FakeCloud(reactor)
+        cloud_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            self.cloud)
         self.addCleanup(cloud_port.stopListening)
         config = config_from_string(
             "proxy:\n"
@@ -373,22 +372,39 @@ class WholePathTests(unittest.TestCase):
             "command:\n  listen: none\n"
             "metrics:\n  listen: none\n"
             f"plugins:\n  directory: {os.path.abspath(self.mktemp())}\n"
-            "outputs:\n"
-            f"  influxdb: {{url: '{db.url}', database: solar, flush_interval: 0, "
-            "timezone: UTC}\n"
-            f"  jsonl: {{path: '{jsonl}'}}\n"
-            f"  spool: {{directory: '{os.path.abspath(self.mktemp())}'}}\n")
+            "outputs:\n" + outputs)
         top = makeService(config, reactor)
         top.privilegedStartService()
         top.startService()
         self.addCleanup(top.stopService)
         port = top.getServiceNamed("proxy").getServiceNamed("listener")._waitingForPort.result
-        spec = DataloggerSpec("GROTTINFLX", protocol=6, family="min", interval=0.05,
-                              ping_interval=0, records=3, reconnect_delay=None)
+        return top, port.getHost().port
+
+    async def datalogger(self, port, serial, records):
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        from grott.testing.simulator import DataloggerFactory, DataloggerSpec
+
+        spec = DataloggerSpec(serial, protocol=6, family="min", interval=0.05,
+                              ping_interval=0, records=records, reconnect_delay=None)
         datalogger = DataloggerFactory(spec, reactor)
-        datalogger.connect(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port))
+        datalogger.connect(TCP4ClientEndpoint(reactor, "127.0.0.1", port))
         self.addCleanup(datalogger.disconnect)
         await datalogger.state.when_done()
+        return datalogger
+
+    async def test_records_from_a_datalogger_reach_influxdb(self):
+        db = influxd.Influxd(self.mktemp())
+        await db.start()
+        self.addCleanup(db.stop)
+        await db.query("CREATE DATABASE solar")
+        jsonl = os.path.abspath(self.mktemp())
+        top, port = await self.grott(
+            f"  influxdb: {{url: '{db.url}', database: solar, flush_interval: 0, "
+            "timezone: UTC}\n"
+            f"  jsonl: {{path: '{jsonl}'}}\n"
+            f"  spool: {{directory: '{os.path.abspath(self.mktemp())}'}}\n")
+        await self.datalogger(port, "GROTTINFLX", 3)
         plugins = top.getServiceNamed("plugins")
 
         def delivered():
@@ -409,3 +425,27 @@ class WholePathTests(unittest.TestCase):
                   if int(t) == points[-1]["time"]]
         self.assertIn(points[-1]["pvpowerout"], second)
         self.assertEqual(points[-1]["inverter"], records[-1]["inverter_serial"])
+
+    async def test_influxdb_away_never_holds_up_the_relay(self):
+        db = influxd.Influxd(self.mktemp())
+        self.addCleanup(db.stop)
+        top, port = await self.grott(
+            f"  influxdb: {{url: '{db.url}', database: solar, flush_interval: 0}}\n"
+            f"  spool: {{directory: '{os.path.abspath(self.mktemp())}', retry_max: 1}}\n")
+        datalogger = await self.datalogger(port, "GROTTAWAY1", 5)
+        # The cloud had every record while InfluxDB was away.
+        self.assertEqual(datalogger.state.stats.acked.get("data"), 5)
+        self.assertEqual(self.cloud.count("GROTTAWAY1", 0x04), 5)
+        plugins = top.getServiceNamed("plugins")
+
+        def spool():
+            return {s["name"]: s for s in plugins.stats()}["influxdb"]["spool"]
+        await until(lambda: spool()["queued"] == 6 and spool()["retried"] >= 1,
+                    "the announce and five records spooled, delivery failing")
+        self.assertIn("Connection refused", spool()["last_error"])
+        await db.start()
+        await db.query("CREATE DATABASE solar")
+        await until(lambda: spool()["delivered"] == 6, "the spooled records delivered")
+        self.assertEqual(spool()["queued"], 0)
+        self.assertEqual(len(await db.points("solar", "grott_announce")), 1)
+        self.assertGreaterEqual(len(await db.points("solar", "grott_data")), 1)
