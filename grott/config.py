@@ -282,14 +282,17 @@ class MqttConfig:
     keyfile: str = _field("")
     #: Skip the broker host name check (testing only).
     tls_insecure: bool = _field(False)
-    #: Seconds between reconnection attempts: doubling from min up to max.
+    #: Seconds between reconnection attempts: doubling from min up to max
+    #: (a few seconds, so records flow again soon after the broker is back).
     reconnect_min: float = _field(1.0, _positive)
-    reconnect_max: float = _field(120.0, _positive)
+    reconnect_max: float = _field(5.0, _positive)
     #: "online"/"offline" (retained, offline is the last will); "" means TOPIC/availability.
     availability_topic: str = _field("", lambda v: _topic(v, allow_empty=True))
     #: Home Assistant MQTT discovery.
     discovery: bool = _field(False)
     discovery_prefix: str = _field("homeassistant", _topic)
+    #: Announce every value (raw reg_N too, disabled by default), not only the curated ones.
+    discovery_all: bool = _field(False)
 
 
 def _http_url(value):

@@ -13,7 +13,8 @@ from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
 __all__ = [
-    "IBlockingPlugin", "IConfigurablePlugin", "IGrottPlugin", "IGrottPluginService", "ISpoolSink",
+    "IBlockingPlugin", "IConfigurablePlugin", "IGrottObserver", "IGrottPlugin",
+    "IGrottPluginService", "ISpoolSink",
 ]
 
 
@@ -176,4 +177,41 @@ class ISpoolSink(IPlugin):
             failure (connection refused, timeout, a server error) keeps the
             batch, which is tried again with exponential backoff.  The
             Deferred is cancelled when grott stops.
+        """
+
+
+class IGrottObserver(Interface):
+    """
+    A plugin that follows dataloggers as they come and go, and shows
+    grott's own numbers (the mqtt output's availability and grott device).
+    Called on the reactor thread; not for blocking plugins.
+    """
+
+    def watchGrott(registry, status):
+        """
+        Called once before start with the live L{grott.session.Registry}
+        (read it, never change it) and C{status()}, returning a dict of
+        grott's counters (C{dataloggers}, C{local_acks}, C{records_dropped},
+        C{cloud_reachable}: True, False or None when unknown).
+        """
+
+    def dataloggerConnected(session):
+        """
+        A datalogger made itself known (its serial is in C{session}).
+        """
+
+    def dataloggerDisconnected(session):
+        """
+        That datalogger's connection ended (and no newer one replaced it).
+        """
+
+    def reportLines():
+        """
+        Lines for the stats report (C{stats}, SIGUSR1).
+        """
+
+    def reportData():
+        """
+        The same as a JSON-able dict (the monitoring endpoint's C{/stats},
+        under C{observers.NAME}).
         """

@@ -30,6 +30,7 @@ from twisted.internet.error import CannotListenError
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory, is_loopback
 from grott.config import ConfigError
+from grott.interfaces import IGrottObserver
 from grott.logs import Logger, LoggingService, bind_proxy_tracing
 from grott.metrics import (
     GrottCollector,
@@ -142,7 +143,24 @@ def plugin_lines(host):
                          f"on_disk={spool['on_disk']}B delivered={spool['delivered']} "
                          f"retried={spool['retried']} dropped={spool['dropped']} "
                          f"rejected={spool['rejected']} last_error={spool['last_error'] or '-'}")
+    for runner in host.runners:
+        if IGrottObserver.providedBy(runner.plugin):
+            lines.extend(runner.plugin.reportLines())
     return lines
+
+
+def grott_status(registry, host):
+    """
+    grott's own counters for observers (L{IGrottObserver.watchGrott}).
+    """
+    sessions = list(registry)
+    upstream = [s.upstream_state for s in sessions if s.upstream_state != "none"]
+    return {
+        "dataloggers": len(sessions),
+        "local_acks": registry.sum("local_acks"),
+        "records_dropped": sum(s["dropped"] for s in host.stats()),
+        "cloud_reachable": ("connected" in upstream) if upstream else None,
+    }
 
 
 def makeDecoder(config):
@@ -258,6 +276,10 @@ def makeService(config, reactor):
         set_time=proxyConfig.set_time,
         timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
     )
+    for runner in plugins.runners:
+        if IGrottObserver.providedBy(runner.plugin) and not runner.blocking:
+            runner.plugin.watchGrott(registry, partial(grott_status, registry, plugins))
+            registry.observers.append(runner.plugin)
     proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
     proxy.setName("proxy")
 
@@ -270,6 +292,9 @@ def makeService(config, reactor):
         data = report_data(registry, reactor.seconds())
         data["commands"] = commands.report()
         data["plugins"] = plugins.stats()
+        data["observers"] = {runner.name: runner.plugin.reportData()
+                             for runner in plugins.runners
+                             if IGrottObserver.providedBy(runner.plugin)}
         return data
 
     stats = StatsService(report, reactor)

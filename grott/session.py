@@ -12,6 +12,7 @@ import itertools
 
 from grott.codec import RecordType
 from grott.counters import Totals
+from grott.logs import Logger
 
 __all__ = ["Registry", "Session"]
 
@@ -183,9 +184,16 @@ _INVERTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.
 class Registry:
     """
     The live sessions, by connection and by datalogger serial.
+
+    @ivar observers: told C{dataloggerConnected(session)} when a datalogger
+        claims its serial and C{dataloggerDisconnected(session)} when its
+        current session goes (L{grott.interfaces.IGrottObserver}).
     """
 
+    log = Logger()
+
     def __init__(self):
+        self.observers = []
         self._sessions = {}
         self._by_serial = {}
         self.total_connections = 0
@@ -216,6 +224,14 @@ class Registry:
         serial = session.datalogger_serial
         if serial is not None and self._by_serial.get(serial) is session:
             del self._by_serial[serial]
+            self._tell("dataloggerDisconnected", session)
+
+    def _tell(self, event, session):
+        for observer in list(self.observers):
+            try:
+                getattr(observer, event)(session)
+            except Exception:  # noqa: BLE001 - an observer must not break the proxy
+                self.log.failure("{event} observer failed", event=event)
 
     def claim(self, session):
         """
@@ -227,6 +243,8 @@ class Registry:
         serial = session.datalogger_serial
         old = self._by_serial.get(serial)
         self._by_serial[serial] = session
+        if old is not session:
+            self._tell("dataloggerConnected", session)
         if old is not None and old is not session:
             self.replaced += 1
             return old

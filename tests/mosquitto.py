@@ -72,6 +72,9 @@ class Broker:
         lines = [f"listener {self.port} 127.0.0.1",
                  "persistence true",
                  f"persistence_location {self.directory}/",
+                 # A slow test subscriber must not lose QoS 1 messages
+                 # (mosquitto's default queue per client is 1000).
+                 "max_queued_messages 100000",
                  "log_dest stderr",
                  "log_type all"]
         if os.getuid() == 0:

@@ -3,7 +3,10 @@ The mqtt output against a real mosquitto (started per test on a free
 loopback port), plus the pure payload and discovery builders.
 """
 
+import dataclasses
 import json
+import re
+import types
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
@@ -12,7 +15,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from grott import logs
-from grott.outputs import hass
+from grott.config import MqttConfig
 from grott.outputs.mqtt import record_payload
 from grott.pluginhost import PluginHost
 from tests import mosquitto
@@ -34,37 +37,6 @@ class PayloadTests(unittest.SynchronousTestCase):
         self.assertIs(payload["buffered"], False)
         self.assertEqual(payload["values"], dict(record.values))
         self.assertEqual(payload["record_type"], 4)
-
-    def test_units(self):
-        self.assertEqual(hass.unit_meta("pvpowerin", "W"), ("W", "power", "measurement"))
-        self.assertEqual(hass.unit_meta("pvenergytotal", "kWh"),
-                         ("kWh", "energy", "total_increasing"))
-        self.assertEqual(hass.unit_meta("pvtemperature", "°C"),
-                         ("°C", "temperature", "measurement"))
-        self.assertEqual(hass.unit_meta("bat_soc", "%"), ("%", "battery", "measurement"))
-        self.assertEqual(hass.unit_meta("pvstatus", ""), (None, None, None))
-
-    def test_discovery_messages(self):
-        _, record = packet_and_record("grott-p6-0104-classic")
-        serial = record.inverter_serial
-        messages = dict(hass.discovery_messages(record, serial, "energy/growatt/" + serial,
-                                                "energy/growatt/availability", "homeassistant"))
-        self.assertEqual(len(messages), len(record.values))
-        power = messages[f"homeassistant/sensor/grott_{serial}/pvpowerin/config"]
-        self.assertEqual(power["unique_id"], f"grott_{serial}_pvpowerin")
-        self.assertEqual(power["state_topic"], "energy/growatt/" + serial)
-        self.assertEqual(power["value_template"], "{{ value_json['values'][\"pvpowerin\"] }}")
-        self.assertEqual(power["unit_of_measurement"], "W")
-        self.assertEqual(power["device_class"], "power")
-        self.assertEqual(power["device"]["identifiers"], [f"grott_{serial}"])
-        self.assertEqual(power["device"]["model"], record.family)
-        status = messages[f"homeassistant/sensor/grott_{serial}/pvstatus/config"]
-        self.assertNotIn("unit_of_measurement", status)
-        self.assertNotIn("state_class", status)
-        skipped = hass.discovery_messages(record, serial, "t", "a", "homeassistant",
-                                          skip=set(record.values) - {"pvstatus"})
-        self.assertEqual([t for t, _ in skipped],
-                         [f"homeassistant/sensor/grott_{serial}/pvstatus/config"])
 
 
 class BrokerTestCase(unittest.TestCase):
@@ -153,41 +125,238 @@ class PublishTests(BrokerTestCase):
     def test_serial_in_topic_and_retain(self):
         return defer.Deferred.fromCoroutine(self._serial_topic_retain())
 
+    def test_discovery(self):
+        return defer.Deferred.fromCoroutine(self._discovery())
+
     async def _discovery(self):
+        """
+        Two inverters of different families: each its own device and live
+        topic (serial_in_topic at its default), configs once per device.
+        """
         subscriber = self.subscribe(["homeassistant/#", "energy/#"])
         await subscriber.subscribed
-        host = self.host(discovery=True, serial_in_topic=True)
+        host = self.host(discovery=True)
+        self.start(host)
+        pairs = [packet_and_record("grott-p6-0104-classic"),
+                 packet_and_record("grott-p6-0104-min-xdavidx93-a")]
+        for packet, record in pairs:
+            host.deliver(packet, record)
+        serials = [record.inverter_serial for _, record in pairs]
+        await subscriber.wait_for(lambda m: all(subscriber.on(f"energy/growatt/{s}")
+                                                for s in serials))
+        configs = {t: _json(p) for t, p, _ in subscriber.messages
+                   if t.startswith("homeassistant/") and p}
+        for (_, record), serial in zip(pairs, serials):
+            mine = {t: c for t, c in configs.items() if f"/grott_{serial}/" in t}
+            enabled = [c for c in mine.values() if c.get("enabled_by_default", True)]
+            self.assertGreater(len(enabled), 10)
+            self.assertLessEqual(len(enabled), 60)
+            for config in mine.values():
+                self.assertEqual(config["state_topic"], f"energy/growatt/{serial}")
+                key = re.search(r"\['values'\]\[[\"'](\w+)", config["value_template"])[1]
+                self.assertIn(key, record.values)
+            [(payload, _)] = subscriber.on(f"energy/growatt/{serial}")
+            self.assertEqual(_json(payload)["values"]["pvpowerin"], record.values["pvpowerin"])
+        power = configs[f"homeassistant/sensor/grott_{serials[0]}/pvpowerin/config"]
+        self.assertEqual(power["device"]["model"], "Classic (S / MTL-S / TL3-S)")
+        self.assertEqual([a["topic"] for a in power["availability"]],
+                         ["energy/growatt/availability",
+                          f"energy/growatt/{pairs[0][1].datalogger_serial}/availability"])
+        # The shared Grott-compatible topic still carries every record.
+        self.assertEqual(len(subscriber.on("energy/growatt")), 2)
+        # grott and the dataloggers are devices too.
+        self.assertIn("homeassistant/binary_sensor/grott_proxy_energy_growatt/cloud/config",
+                      configs)
+        self.assertIn(f"homeassistant/binary_sensor/grott_dl_{pairs[1][1].datalogger_serial}"
+                      "/connected/config", configs)
+
+        # Same records again: states, no second round of discovery.
+        count = len(configs)
+        for packet, record in pairs:
+            host.deliver(packet, record)
+        await subscriber.wait_for(lambda m: all(len(subscriber.on(f"energy/growatt/{s}")) == 2
+                                                for s in serials))
+        self.assertEqual(sum(1 for t, p, _ in subscriber.messages
+                             if t.startswith("homeassistant/") and p), count)
+        # Configs and live states are retained for a Home Assistant that starts later.
+        late = self.subscribe(["homeassistant/#", "energy/growatt/+"])
+        await late.wait_for(_count("homeassistant/", count))
+        await late.wait_for(lambda m: all(late.on(f"energy/growatt/{s}") for s in serials))
+        self.assertTrue(all(retain for _, _, retain in late.messages))
+        # A clean stop marks grott and every datalogger it knew offline.
+        await host.stopService()
+        topics = [f"energy/growatt/{r.datalogger_serial}/availability" for _, r in pairs]
+        after = self.subscribe(topics + ["energy/growatt/availability"])
+        await after.wait_for(lambda m: len(m) == 3)
+        self.assertEqual({payload for _, payload, _ in after.messages}, {b"offline"})
+
+    def test_buffered_and_held_stay_off_the_live_topic(self):
+        return defer.Deferred.fromCoroutine(self._buffered_held())
+
+    async def _buffered_held(self):
+        subscriber = self.subscribe(["energy/#"])
+        await subscriber.subscribed
+        host = self.host(discovery=True)
         self.start(host)
         packet, record = packet_and_record("grott-p6-0104-classic")
         serial = record.inverter_serial
-        state = f"energy/growatt/{serial}"
-        host.deliver(packet, record)
-        await subscriber.wait_for(lambda m: subscriber.on(state))
-        configs = {t: _json(p) for t, p, _ in subscriber.messages
-                   if t.startswith("homeassistant/")}
-        self.assertEqual(len(configs), len(record.values))
-        power = configs[f"homeassistant/sensor/grott_{serial}/pvpowerin/config"]
-        self.assertEqual(power["state_topic"], state)
-        self.assertEqual(power["availability_topic"], "energy/growatt/availability")
-        self.assertEqual((power["unit_of_measurement"], power["device_class"],
-                          power["state_class"]), ("W", "power", "measurement"))
-        energy = configs[f"homeassistant/sensor/grott_{serial}/pvenergytotal/config"]
-        self.assertEqual((energy["device_class"], energy["state_class"]),
-                         ("energy", "total_increasing"))
-        self.assertEqual(power["device"]["identifiers"], [f"grott_{serial}"])
+        total = record.values["pvenergytotal"]
+        buffered = dataclasses.replace(record, buffered=True, record_type=0x50)
+        lower = dataclasses.replace(record, values=types.MappingProxyType(
+            dict(record.values, pvenergytotal=total - 50)))
+        for item in (record, buffered, lower):
+            host.deliver(packet, item)
+        await subscriber.wait_for(lambda m: subscriber.on(f"energy/growatt/{serial}/held"))
+        await subscriber.wait_for(lambda m: subscriber.on(f"energy/growatt/{serial}/buffered"))
+        live = subscriber.on(f"energy/growatt/{serial}")
+        self.assertEqual([_json(p)["values"]["pvenergytotal"] for p, _ in live], [total])
+        [(held, _)] = subscriber.on(f"energy/growatt/{serial}/held")
+        self.assertEqual(_json(held)["held"], "decrease")
+        [(replay, _)] = subscriber.on(f"energy/growatt/{serial}/buffered")
+        self.assertIs(_json(replay)["buffered"], True)
+        plugin = host.runners[0].plugin
+        self.assertEqual(plugin.counts["held_decrease"], 1)
+        self.assertIn("decrease=1", plugin.reportLines()[0])
 
-        # Same inverter again: no second round of discovery.
-        host.deliver(packet, record)
-        await subscriber.wait_for(lambda m: len(subscriber.on(state)) == 2)
-        self.assertEqual(sum(1 for t, _, _ in subscriber.messages
-                             if t.startswith("homeassistant/")), len(record.values))
-        # The configs are retained for a Home Assistant that starts later.
-        late = self.subscribe(["homeassistant/#"])
-        await late.wait_for(_count("homeassistant/", len(record.values)))
-        self.assertTrue(all(retain for _, _, retain in late.messages))
+        # A burst of records with an impossible time: all held, one log line.
+        events = EventLoggingObserver.createWithCleanup(self, logs.publisher)
+        future = dataclasses.replace(record, timestamp="2099-01-01T00:00:00")
+        for _ in range(5):
+            host.deliver(packet, future)
+        await subscriber.wait_for(
+            lambda m: len(subscriber.on(f"energy/growatt/{serial}/held")) == 6)
+        self.assertEqual(plugin.counts["held_timestamp"], 5)
+        self.assertEqual(len(subscriber.on(f"energy/growatt/{serial}")), 1)
+        held_lines = [e for e in events if "held a record" in e.get("log_format", "")]
+        self.assertEqual(len(held_lines), 1)
 
-    def test_discovery(self):
-        return defer.Deferred.fromCoroutine(self._discovery())
+    def test_publish_fires_when_the_broker_has_the_record(self):
+        return defer.Deferred.fromCoroutine(self._publish_seam())
+
+    async def _publish_seam(self):
+        host = self.host(serial_in_topic=True, retain=True)
+        self.start(host)
+        plugin = host.runners[0].plugin
+        while not plugin.connected:
+            await deferLater(reactor, 0.01, lambda: None)
+        _, record = packet_and_record()
+        await plugin.publish(record)
+        self.assertEqual(plugin.outstanding, 0)
+        # Acknowledged means on the broker, retained: a subscriber that
+        # comes afterwards gets it.
+        late = self.subscribe([f"energy/growatt/{record.inverter_serial}"])
+        await late.wait_for(lambda m: m)
+
+    def test_inverters_behind_one_datalogger(self):
+        return defer.Deferred.fromCoroutine(self._one_datalogger())
+
+    async def _one_datalogger(self):
+        """
+        Two device addresses of one datalogger are two devices; a third
+        serial at a known address within the session is held back.
+        """
+        subscriber = self.subscribe(["homeassistant/#", "energy/#"])
+        await subscriber.subscribed
+        host = self.host(discovery=True)
+        self.start(host)
+        packet, record = packet_and_record("grott-p6-0104-classic")
+        second = dataclasses.replace(record, inverter_serial="SECOND0001", device_address=2)
+        swapped = dataclasses.replace(record, inverter_serial="SWAPPED001")
+        for item in (record, second, swapped):
+            host.deliver(packet, item)
+        await subscriber.wait_for(lambda m: subscriber.on("energy/growatt/SWAPPED001/held"))
+        await subscriber.wait_for(lambda m: subscriber.on("energy/growatt/SECOND0001"))
+        devices = {}
+        for topic, payload, _ in subscriber.messages:
+            if topic.startswith("homeassistant/sensor/") and payload:
+                device = _json(payload)["device"]
+                if device["name"] != "grott proxy":
+                    devices[device["identifiers"][0]] = device["via_device"]
+        self.assertEqual(devices, {f"grott_{record.inverter_serial}":
+                                   f"grott_dl_{record.datalogger_serial}",
+                                   "grott_SECOND0001": f"grott_dl_{record.datalogger_serial}"})
+        self.assertEqual(subscriber.on("energy/growatt/SWAPPED001"), [])
+        self.assertEqual(host.runners[0].plugin.counts["held_serial_changed"], 1)
+
+    def test_stale_configs_of_older_versions_are_removed(self):
+        return defer.Deferred.fromCoroutine(self._stale())
+
+    async def _stale(self):
+        packet, record = packet_and_record("grott-p6-0104-classic")
+        serial = record.inverter_serial
+        old = f"homeassistant/sensor/grott_{serial}/reg_67/config"
+        other = "homeassistant/sensor/grott_SOMEONEELSE/pvpowerin/config"
+        kept = f"homeassistant/sensor/grott_{serial}/pvpowerin/config"
+        setup = self.subscribe([old, other])
+        await setup.subscribed
+        for topic in (old, other, kept):
+            setup.client.publish(topic, b'{"name": "old"}', qos=1, retain=True)
+        await setup.wait_for(lambda m: len(m) == 2)
+        host = self.host(discovery=True)
+        self.start(host)
+        host.deliver(packet, record)
+        plugin = host.runners[0].plugin
+        await setup.wait_for(lambda m: (old, b"", False) in m)
+        self.assertEqual(plugin.counts["stale_configs_removed"], 1)
+        late = self.subscribe([old, other, kept])
+        await late.wait_for(lambda m: late.on(kept) and late.on(other))
+        self.assertEqual(late.on(old), [])
+        self.assertEqual(late.on(other), [(b'{"name": "old"}', True)])
+        self.assertEqual(_json(late.on(kept)[0][0])["name"], "PV power")
+
+    def test_birth_message_republishes(self):
+        return defer.Deferred.fromCoroutine(self._birth())
+
+    async def _birth(self):
+        subscriber = self.subscribe(["homeassistant/sensor/#", "energy/growatt/+"])
+        await subscriber.subscribed
+        host = self.host(discovery=True)
+        self.start(host)
+        packet, record = packet_and_record("grott-p6-0104-classic")
+        serial = record.inverter_serial
+        host.deliver(packet, record)
+        await subscriber.wait_for(lambda m: subscriber.on(f"energy/growatt/{serial}"))
+        count = sum(1 for t, _, _ in subscriber.messages
+                    if t.startswith(f"homeassistant/sensor/grott_{serial}/"))
+        subscriber.client.publish("homeassistant/status", "online", qos=1)
+        await subscriber.wait_for(lambda m: len(subscriber.on(f"energy/growatt/{serial}")) == 2)
+        await subscriber.wait_for(_count(f"homeassistant/sensor/grott_{serial}/", 2 * count))
+
+    def test_full_load_drops_nothing(self):
+        return defer.Deferred.fromCoroutine(self._full_load())
+
+    test_full_load_drops_nothing.timeout = 120
+
+    async def _full_load(self):
+        """
+        Records arrive as fast as the plugin host hands them over, in bursts
+        of half the queue: the pipelined output never lets the queue fill.
+        """
+        subscriber = self.subscribe(["energy/growatt"])
+        await subscriber.subscribed
+        host = self.host(qos=1)
+        self.start(host)
+        plugin = host.runners[0].plugin
+        while not plugin.connected:
+            await deferLater(reactor, 0.01, lambda: None)
+        # No round trip per record: data() hands over and returns at once.
+        packet, record = packet_and_record()
+        self.assertIsNone(plugin.data(packet, record, plugin.log))
+        total, burst = 6000, 500
+        pairs = numbered(total)
+        for start in range(0, total, burst):
+            for packet, record in pairs[start:start + burst]:
+                host.deliver(packet, record)
+            while host.stats()[0]["queued"] > burst:
+                await deferLater(reactor, 0, lambda: None)
+        await subscriber.wait_for(lambda m: len(m) >= total + 1)
+        stats = host.stats()[0]
+        self.assertEqual(stats["dropped"], 0)
+        seqs = [_json(p)["values"].get("seq") for p, _ in subscriber.on("energy/growatt")]
+        seqs.remove(None)
+        self.assertEqual(sorted(seqs), list(range(total)))
+        await host.stopService()
+        self.assertEqual(host.runners[0].plugin.outstanding, 0)
 
 
 class OutageTests(BrokerTestCase):
@@ -209,6 +378,11 @@ class OutageTests(BrokerTestCase):
 
         await subscriber.wait_for(lambda m: seqs() == {0, 1, 2})
         await self.broker.stop()
+        # Records handed to the client before it notices are resent by it
+        # (QoS 1); these wait for it in the plugin queue.
+        plugin = host.runners[0].plugin
+        while plugin.connected:
+            await deferLater(reactor, 0.01, lambda: None)
         for packet, record in pairs[3:]:
             host.deliver(packet, record)
             await deferLater(reactor, 0.02, lambda: None)
@@ -244,6 +418,38 @@ class OutageTests(BrokerTestCase):
 
     def test_broker_down_at_start(self):
         return defer.Deferred.fromCoroutine(self._late_broker())
+
+    async def _back_soon(self):
+        """
+        With the shipped reconnect settings, after an outage long enough
+        for the backoff to reach its cap, grott is back within about one
+        capped delay of the broker's return, not minutes later.
+        """
+        defaults = MqttConfig()
+        host = self.host(reconnect_min=defaults.reconnect_min,
+                         reconnect_max=defaults.reconnect_max)
+        self.start(host)
+        plugin = host.runners[0].plugin
+        while not plugin.connected:
+            await deferLater(reactor, 0.05, lambda: None)
+        await self.broker.stop()
+        # 1 + 2 + 4 + 5 s of failed attempts: the backoff is at its cap.
+        while plugin.counts["connect_failures"] < 4:
+            await deferLater(reactor, 0.1, lambda: None)
+        await self.broker.start()
+        back = reactor.seconds()
+        while not plugin.connected:
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertLess(reactor.seconds() - back, defaults.reconnect_max + 3)
+        packet, record = packet_and_record()
+        host.deliver(packet, record)
+        while host.stats()[0]["delivered"] < 1:
+            await deferLater(reactor, 0.05, lambda: None)
+
+    def test_reconnects_soon_after_a_long_outage(self):
+        return defer.Deferred.fromCoroutine(self._back_soon())
+
+    test_reconnects_soon_after_a_long_outage.timeout = 60
 
 
 class AuthTests(BrokerTestCase):

@@ -1,107 +1,293 @@
 """
-Home Assistant MQTT discovery: what the mqtt output publishes so that each
-inverter shows up as a device with one sensor per value.
+Home Assistant MQTT discovery: the configs that make each inverter, each
+datalogger and grott itself a device with curated entities.
 
-Pure functions (no MQTT, no Twisted) so the messages can be checked
-directly.  Each sensor's config goes, retained, to
-C{PREFIX/sensor/grott_SERIAL/KEY/config}; its state is read from the
-record's JSON payload with C{value_json['values']['KEY']}.
+Pure functions (no MQTT, no Twisted): the mqtt output decides when to
+publish, this module only says what.  Entity rows come from
+L{grott.outputs.hass_entities}.
+
+Topics (C{BASE} is C{outputs.mqtt.topic}; see L{Topics}):
+
+    BASE/SERIAL                  live data records of one inverter (retained)
+    BASE/SERIAL/announce         its announce records (retained)
+    BASE/SERIAL/buffered         its buffered (0x50) records: no entity reads them
+    BASE/SERIAL/held             records the data guards kept from the live topic
+    BASE/DATALOGGER/availability "online"/"offline" per datalogger (retained)
+    BASE/availability            "online"/"offline" for grott (retained, last will)
+    BASE/grott/status            grott's own counters
+
+Unique ids (stable across restarts and versions, never colliding):
+
+    grott_SERIAL_KEY             an input-register value (live data)
+    grott_SERIAL_holding_KEY     a holding-register value (announce)
+    grott_dl_DATALOGGER_connected  the datalogger's connectivity
+    grott_proxy_BASE_KEY         grott's own sensors (BASE with / as _)
+
+where C{SERIAL} is the inverter serial (or, for a record without one, the
+datalogger serial, C{_} and the device address), C{KEY} the value name of
+docs/registers.md, and every character outside C{[A-Za-z0-9_-]} becomes
+C{_}.  Device identifiers are C{grott_SERIAL}, C{grott_dl_DATALOGGER} and
+C{grott_proxy_BASE}.  A device of another kind (a smart meter record with
+its own device address) fits the same scheme with its own C{SERIAL}.
 """
 
+import dataclasses
 import json
 import re
 
-__all__ = ["discovery_messages", "sensor_config", "unit_meta"]
+from grott.outputs import hass_entities
 
-# unit -> (device_class, state_class); units as grott's register tables
-# spell them.  Counters (energy, operating hours) only grow, apart from the
-# daily resets Home Assistant's total_increasing copes with.
-_UNITS = {
-    "W": ("power", "measurement"),
-    "kW": ("power", "measurement"),
-    "VA": ("apparent_power", "measurement"),
-    "var": ("reactive_power", "measurement"),
-    "VAr": ("reactive_power", "measurement"),
-    "V": ("voltage", "measurement"),
-    "A": ("current", "measurement"),
-    "mA": ("current", "measurement"),
-    "Hz": ("frequency", "measurement"),
-    "°C": ("temperature", "measurement"),
-    "C": ("temperature", "measurement"),
-    "Wh": ("energy", "total_increasing"),
-    "kWh": ("energy", "total_increasing"),
-    "h": ("duration", "total_increasing"),
-    "s": ("duration", "measurement"),
-    "%": (None, "measurement"),
-    "kΩ": (None, "measurement"),
+__all__ = ["Discovery", "Inverter", "Topics", "device_key", "slug"]
+
+#: Family -> model name shown on the device page.
+_MODELS = {
+    "classic": "Classic (S / MTL-S / TL3-S)",
+    "tlx": "MIN / TL-X / TL-XH",
+    "tl3x": "TL3-X (MAX / MID / MAC)",
+    "storage": "SPH / SPA / MIX",
+    "spf": "SPF off-grid",
 }
 
-#: Units Home Assistant spells differently.
-_HA_UNITS = {"C": "°C", "VAr": "var"}
+#: Device type code -> model, where protocol.md section 11 knows it.
+_DTC_MODELS = {
+    5100: "MIN / TL-X 2500-6000",
+    5200: "MIN 2500-6000",
+    5201: "MIN 7000-10000 TL-X",
+    5400: "MOD / MID TL3-XH",
+    3502: "SPH / SPA",
+    3601: "SPH",
+    3725: "SPH / SPA",
+    3735: "SPH / SPA",
+    5601: "WIT / WIS",
+    5800: "WIT / WIS",
+}
 
 
-def unit_meta(key, unit):
-    """
-    (unit as Home Assistant wants it, device_class, state_class) for a value.
-    """
-    if not unit:
-        return None, None, None
-    device_class, state_class = _UNITS.get(unit, (None, "measurement"))
-    if unit == "%" and "soc" in key.lower():
-        device_class = "battery"
-    return _HA_UNITS.get(unit, unit), device_class, state_class
-
-
-def _slug(text):
+def slug(text):
     return re.sub(r"[^A-Za-z0-9_-]", "_", str(text))
 
 
-def sensor_config(serial, key, value, unit, state_topic, availability_topic, device):
+def device_key(record):
     """
-    The discovery config of one sensor (a dict to publish as JSON).
+    Which device a record belongs to: the inverter serial, or for a record
+    without one, datalogger serial and device address.
+    """
+    if record.inverter_serial:
+        return str(record.inverter_serial)
+    return f"{record.datalogger_serial or 'unknown'}_{record.device_address}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Topics:
+    """
+    Where the mqtt output publishes (the module docstring lists them).
+    """
+
+    base: str
+
+    def live(self, serial):
+        return f"{self.base}/{serial}"
+
+    def announce(self, serial):
+        return f"{self.base}/{serial}/announce"
+
+    def buffered(self, serial):
+        return f"{self.base}/{serial}/buffered"
+
+    def held(self, serial):
+        return f"{self.base}/{serial}/held"
+
+    def datalogger(self, datalogger):
+        return f"{self.base}/{datalogger}/availability"
+
+    @property
+    def availability(self):
+        return f"{self.base}/availability"
+
+    @property
+    def status(self):
+        return f"{self.base}/grott/status"
+
+
+@dataclasses.dataclass(frozen=True)
+class Inverter:
+    """
+    What the device page shows about one inverter.
+    """
+
+    serial: str
+    datalogger: str
+    family: object = None
+    dtc: object = None
+    firmware: object = None
+    control_firmware: object = None
+    manufacturer: object = None
+    module_code: object = None
+    trackers: object = None
+    phases: object = None
+    #: True/False once the live records show whether a battery is there.
+    battery: object = None
+
+    def model(self):
+        family = _MODELS.get(self.family, self.family or "Growatt inverter")
+        known = _DTC_MODELS.get(self.dtc) if self.family != "classic" else None
+        if known:
+            return f"{known} (DTC {self.dtc})"
+        if self.dtc is not None and self.family != "classic":
+            return f"{family} (DTC {self.dtc})"
+        return family
+
+
+def _text(value):
+    if value is None:
+        return None
+    text = str(value).strip().strip("\x00").strip()
+    return text if text and text.isprintable() else None
+
+
+class Discovery:
+    """
+    Builds discovery configs: C{{topic: config dict}} per device.
+
+    @param availability: the grott-wide availability topic (the last will).
+    @param discovery_all: announce every value, not only the table's rows.
+    """
+
+    def __init__(self, prefix, topics, availability, discovery_all=False):
+        self.prefix = prefix
+        self.topics = topics
+        self.availability = availability
+        self.discovery_all = discovery_all
+        self.proxy_id = f"grott_proxy_{slug(topics.base)}"
+
+    # -- devices
+
+    def proxy_device(self):
+        return {"identifiers": [self.proxy_id], "name": "grott proxy", "manufacturer": "grott",
+                "model": "Growatt datalogger proxy"}
+
+    def datalogger_device(self, datalogger):
+        return {"identifiers": [f"grott_dl_{slug(datalogger)}"],
+                "name": f"Growatt datalogger {datalogger}", "manufacturer": "Growatt",
+                "model": "Datalogger", "serial_number": str(datalogger),
+                "via_device": self.proxy_id}
+
+    def inverter_device(self, inverter):
+        device = {"identifiers": [f"grott_{slug(inverter.serial)}"],
+                  "name": f"Growatt {inverter.serial}", "manufacturer": "Growatt",
+                  "model": inverter.model(), "serial_number": inverter.serial}
+        firmware = _text(inverter.firmware)
+        control = _text(inverter.control_firmware)
+        if firmware or control:
+            device["sw_version"] = " / ".join(v for v in (firmware, control) if v)
+        hardware = _text(inverter.manufacturer) or _text(inverter.module_code)
+        if hardware:
+            device["hw_version"] = hardware
+        if inverter.datalogger:
+            device["via_device"] = f"grott_dl_{slug(inverter.datalogger)}"
+        return device
+
+    # -- configs
+
+    def _topic(self, component, node, object_id):
+        return f"{self.prefix}/{component}/{node}/{object_id}/config"
+
+    def inverter(self, inverter, input_units, holding_units, expire_after=None):
+        """
+        Configs for one inverter: one entity per table row whose value the
+        inverter's records carry (C{input_units}, C{holding_units}: key ->
+        unit of the values seen on the live and the announce topic).  No
+        entity reads a value its topic's messages lack.
+        """
+        device = self.inverter_device(inverter)
+        node = f"grott_{slug(inverter.serial)}"
+        availability = [{"topic": self.availability},
+                        {"topic": self.topics.datalogger(inverter.datalogger)}]
+        seen = {"input": input_units, "holding": holding_units}
+        rows = [e for e in hass_entities.entities_for(inverter.family) if e.key in seen[e.source]]
+        if self.discovery_all:
+            known = {(e.source, e.key) for e in rows}
+            for source, units in seen.items():
+                rows += [hass_entities.guessed(key, unit, source) for key, unit in units.items()
+                         if (source, key) not in known]
+        configs = {}
+        for entity in rows:
+            if entity.enabled and not entity.fits(inverter.trackers, inverter.phases,
+                                                  inverter.battery):
+                entity = dataclasses.replace(entity, enabled=False)
+            holding = entity.source == "holding"
+            object_id = f"holding_{slug(entity.key)}" if holding else slug(entity.key)
+            config = entity_config(
+                entity, f"{node}_{object_id}", device,
+                self.topics.announce(inverter.serial) if holding
+                else self.topics.live(inverter.serial), availability)
+            if expire_after and not holding:
+                config["expire_after"] = int(expire_after)
+            configs[self._topic(entity.component, node, object_id)] = config
+        return configs
+
+    def datalogger(self, datalogger):
+        """
+        The datalogger as its own device, with one connectivity entity that
+        reads its availability topic.
+        """
+        node = f"grott_dl_{slug(datalogger)}"
+        config = {"name": "Connected", "unique_id": f"{node}_connected",
+                  "state_topic": self.topics.datalogger(datalogger),
+                  "payload_on": "online", "payload_off": "offline",
+                  "device_class": "connectivity", "entity_category": "diagnostic",
+                  "availability_topic": self.availability,
+                  "device": self.datalogger_device(datalogger)}
+        return {self._topic("binary_sensor", node, "connected"): config}
+
+    def proxy(self):
+        """
+        grott itself: counters from the stats report, on BASE/grott/status.
+        """
+        device = self.proxy_device()
+        node = self.proxy_id
+        common = {"state_topic": self.topics.status, "availability_topic": self.availability,
+                  "device": device, "entity_category": "diagnostic"}
+        rows = [("dataloggers", "Dataloggers connected", "measurement", "mdi:router-wireless"),
+                ("local_acks", "Local acknowledgements", "total_increasing", "mdi:reply"),
+                ("records_dropped", "Records dropped", "total_increasing", "mdi:delete-alert"),
+                ("records_held", "Records held back", "total_increasing", "mdi:shield-alert")]
+        configs = {}
+        for key, name, state_class, icon in rows:
+            configs[self._topic("sensor", node, key)] = dict(
+                common, name=name, unique_id=f"{node}_{key}", state_class=state_class,
+                icon=icon, suggested_display_precision=0,
+                value_template="{{ value_json['" + key + "'] }}")
+        configs[self._topic("binary_sensor", node, "cloud")] = dict(
+            common, name="Cloud reachable", unique_id=f"{node}_cloud",
+            device_class="connectivity",
+            value_template="{{ value_json['cloud_reachable'] }}",
+            payload_on="ON", payload_off="OFF")
+        return configs
+
+
+def entity_config(entity, unique_id, device, state_topic, availability):
+    """
+    The discovery config of one table row.
     """
     config = {
-        "name": key,
-        "unique_id": f"grott_{_slug(serial)}_{_slug(key)}",
+        "name": entity.name,
+        "unique_id": unique_id,
         "state_topic": state_topic,
-        "value_template": "{{ value_json['values'][" + json.dumps(key) + "] }}",
-        "availability_topic": availability_topic,
+        "value_template": "{{ value_json['values'][" + json.dumps(entity.key) + "] }}",
+        "availability": availability,
+        "availability_mode": "all",
         "device": device,
     }
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if numeric:
-        ha_unit, device_class, state_class = unit_meta(key, unit)
-        if ha_unit:
-            config["unit_of_measurement"] = ha_unit
-        if device_class:
-            config["device_class"] = device_class
-        if state_class:
-            config["state_class"] = state_class
+    for key, value in (("unit_of_measurement", entity.unit),
+                       ("device_class", entity.device_class),
+                       ("state_class", entity.state_class),
+                       ("suggested_display_precision", entity.precision),
+                       ("entity_category", entity.category),
+                       ("icon", entity.icon)):
+        if value is not None:
+            config[key] = value
+    if not entity.enabled:
+        config["enabled_by_default"] = False
+    config.update(entity.extra)
     return config
-
-
-def discovery_messages(record, serial, state_topic, availability_topic, prefix, skip=()):
-    """
-    [(topic, config dict)] for the values of C{record} not in C{skip}.
-
-    @param serial: the device's serial (the inverter's, or the datalogger's
-        for records without one).
-    """
-    model = record.family or (f"device type {record.device_type_code}"
-                              if record.device_type_code is not None else None)
-    device = {
-        "identifiers": [f"grott_{_slug(serial)}"],
-        "name": f"Growatt {serial}",
-        "manufacturer": "Growatt",
-        "serial_number": serial,
-    }
-    if model:
-        device["model"] = str(model)
-    messages = []
-    for key, value in record.values.items():
-        if key in skip:
-            continue
-        config = sensor_config(serial, key, value, record.units.get(key), state_topic,
-                               availability_topic, device)
-        messages.append((f"{prefix}/sensor/grott_{_slug(serial)}/{_slug(key)}/config", config))
-    return messages

@@ -1,6 +1,22 @@
 """
-The mqtt output: each record published as JSON to an MQTT broker, with an
-availability topic and, optionally, Home Assistant discovery.
+The mqtt output: each record published as JSON to an MQTT broker, with
+availability topics and, optionally, Home Assistant discovery.
+
+Topics (L{grott.outputs.hass} lists them all): every record goes, as
+before, to the shared C{TOPIC} unless C{serial_in_topic} is set (the
+Grott-compatible layout, for other consumers).  With C{serial_in_topic} or
+C{discovery}, each device also gets topics of its own: live data (retained,
+so Home Assistant never misses the first state after discovery), announce,
+buffered (0x50 replays, which no entity reads, so Home Assistant's
+statistics never go back in time) and held (live records the data guards of
+L{grott.outputs.guards} kept out of the live topic).
+
+Publishing is pipelined: C{data} hands a record's messages to paho and
+returns at once; paho keeps up to L{MAX_INFLIGHT} QoS 1/2 messages in flight
+with the broker and queues the rest.  C{data} only makes the plugin queue
+wait while more than L{WINDOW} records are unacknowledged, or while the
+broker is away.  L{MqttOutput.publish} is the seam for a spool: it fires
+once the broker has acknowledged every message of one record.
 
 The client is paho-mqtt (Eclipse), run the way it is designed to run: its
 own network thread (C{loop_start}) owns the socket, the keepalive, TLS and
@@ -16,20 +32,39 @@ connection is back.  paho resends unacknowledged QoS 1/2 messages itself
 after a reconnect; a QoS 0 message caught by a disconnect is sent again.
 """
 
+import collections
 import threading
 
 from paho.mqtt import client as paho
-from twisted.internet import defer
+from twisted.internet import defer, task
 from zope.interface import implementer
 
-from grott.interfaces import IConfigurablePlugin, IGrottPlugin, IGrottPluginService
+from grott.interfaces import (
+    IConfigurablePlugin,
+    IGrottObserver,
+    IGrottPlugin,
+    IGrottPluginService,
+)
 from grott.logs import Logger
-from grott.outputs import hass, jsonenc
+from grott.logthrottle import LogThrottle
+from grott.outputs import guards, hass, hass_entities, jsonenc
 
 __all__ = ["MqttError", "MqttFactory", "MqttOutput", "factory", "record_payload"]
 
 #: Seconds stopService waits for the "offline" message and the disconnect.
 _GOODBYE_TIMEOUT = 3.0
+#: QoS 1/2 messages paho keeps unacknowledged with the broker at once.
+MAX_INFLIGHT = 200
+#: Records handed to paho but not yet acknowledged before data() waits.
+WINDOW = 2000
+#: Seconds between grott's own status messages (Home Assistant's grott device).
+STATUS_INTERVAL = 30.0
+#: expire_after choices (s): the first at least 3 datalogger intervals.
+_EXPIRE_STEPS = (60, 180, 300, 600, 900, 1800, 3600, 7200)
+#: expire_after until a device's interval is known (3 x the default 5 min).
+_EXPIRE_DEFAULT = 900
+#: The announce record type (0x03): identification and holding registers.
+ANNOUNCE = 0x03
 
 
 class MqttError(Exception):
@@ -74,12 +109,141 @@ def make_client(settings, availability_topic):
         if settings.tls_insecure:
             client.tls_insecure_set(True)
     client.will_set(availability_topic, "offline", qos=1, retain=True)
+    client.max_inflight_messages_set(MAX_INFLIGHT)
     client.reconnect_delay_set(settings.reconnect_min,
                                max(settings.reconnect_min, settings.reconnect_max))
     return client
 
 
-@implementer(IGrottPlugin, IGrottPluginService)
+class _Device:
+    """
+    What the output remembers about one device (an inverter): what its
+    records carried, its guard, and what was last published for it.
+    """
+
+    def __init__(self, key, record):
+        self.key = key
+        self.datalogger = record.datalogger_serial
+        self.address = record.device_address
+        self.family = record.family
+        self.dtc = record.device_type_code
+        self.identification = None
+        self.input_units = {}
+        self.holding_units = {}
+        self.guard = None
+        self.version = 0
+        self.published_version = None
+        #: discovery topic -> the JSON published there
+        self.published = {}
+        self.live = None
+        self.announce = None
+        self.last_arrival = None
+        self.expire_after = _EXPIRE_DEFAULT
+        self.gaps = collections.deque(maxlen=3)
+        self.battery = None
+
+    def inverter(self):
+        ident = self.identification
+        return hass.Inverter(
+            serial=self.key, datalogger=self.datalogger, family=self.family, dtc=self.dtc,
+            firmware=getattr(ident, "firmware", None),
+            control_firmware=getattr(ident, "control_firmware", None),
+            manufacturer=getattr(ident, "manufacturer", None),
+            module_code=getattr(ident, "module_code", None),
+            trackers=getattr(ident, "trackers", None), phases=getattr(ident, "phases", None),
+            battery=self.battery)
+
+    def learn(self, record):
+        """
+        Note what C{record} says about the device; bump C{version} when the
+        discovery configs must change.
+        """
+        changed = False
+        if record.family is not None and record.family != self.family:
+            self.family, changed = record.family, True
+            self.guard = None
+        if record.device_type_code is not None and record.device_type_code != self.dtc:
+            self.dtc, changed = record.device_type_code, True
+        if record.record_type == ANNOUNCE:
+            units = self.holding_units
+            if record.identification is not None and record.identification != self.identification:
+                self.identification, changed = record.identification, True
+        else:
+            units = self.input_units
+            if self.battery is not True:
+                signs = [record.values.get(k) for k in hass_entities.BATTERY_SIGNS
+                         if k in record.values]
+                battery = any(isinstance(v, (int, float)) and v > 0 for v in signs) \
+                    if signs else None
+                if battery is not None and battery != self.battery:
+                    self.battery, changed = battery, True
+        if record.values.keys() - units.keys():
+            units.update(record.units)
+            for key in record.values:
+                units.setdefault(key, "")
+            changed = True
+        if changed:
+            self.version += 1
+
+    def learn_interval(self, now):
+        """
+        Tie C{expire_after} to the datalogger's interval: three intervals,
+        judged on the last three gaps between live records (gaps under
+        5 s are a burst, not an interval), so it changes rarely.
+        """
+        if self.last_arrival is not None and now - self.last_arrival >= 5:
+            self.gaps.append(now - self.last_arrival)
+            if len(self.gaps) == self.gaps.maxlen:
+                longest = 3 * max(self.gaps)
+                expire = next((s for s in _EXPIRE_STEPS if s >= longest), _EXPIRE_STEPS[-1])
+                if expire != self.expire_after:
+                    self.expire_after = expire
+                    self.version += 1
+        self.last_arrival = now
+
+    def check(self, record, now, discovery_all):
+        if self.guard is None:
+            counters = {e.key: e.unit for e in hass_entities.entities_for(self.family)
+                        if e.state_class == "total_increasing" and e.source == "input"}
+            if discovery_all:
+                for key, unit in self.input_units.items():
+                    if unit in ("kWh", "kvarh", "h"):
+                        counters.setdefault(key, unit)
+            self.guard = guards.DeviceGuard(counters)
+        ident = self.identification
+        self.guard.rated_power = getattr(ident, "rated_power", None)
+        return self.guard.check(record.timestamp, record.values, now)
+
+
+class _Batch:
+    """
+    The acknowledgements one record's messages still wait for; C{done}
+    fires when the last arrives (or fails with the first error).  Stands
+    in for a message's Deferred in L{MqttOutput._pending}.
+    """
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, count):
+        self.left = count
+        self.done = defer.Deferred()
+        if not count:
+            self.done.callback(True)
+
+    def callback(self, _):
+        self.left -= 1
+        if self.left == 0 and not self.done.called:
+            self.done.callback(True)
+
+    def errback(self, error):
+        if not self.done.called:
+            self.done.errback(error)
+
+    def cancel(self):
+        self.done.cancel()
+
+
+@implementer(IGrottPlugin, IGrottPluginService, IGrottObserver)
 class MqttOutput:
     """
     Publishes records to the broker in C{settings} (a L{grott.config.MqttConfig}).
@@ -91,7 +255,8 @@ class MqttOutput:
     def __init__(self, settings, reactor, client=None):
         self.settings = settings
         self.reactor = reactor
-        self.availability_topic = settings.availability_topic or f"{settings.topic}/availability"
+        self.topics = hass.Topics(settings.topic)
+        self.availability_topic = settings.availability_topic or self.topics.availability
         self.broker = f"{settings.host}:{settings.port}"
         self.client = client if client is not None else make_client(
             settings, self.availability_topic)
@@ -99,15 +264,37 @@ class MqttOutput:
         self.client.on_connect_fail = self._thread_on_connect_fail
         self.client.on_disconnect = self._thread_on_disconnect
         self.client.on_publish = self._thread_on_publish
+        self.client.on_message = self._thread_on_message
+        self.discovery = hass.Discovery(settings.discovery_prefix, self.topics,
+                                        self.availability_topic, settings.discovery_all) \
+            if settings.discovery else None
+        self.birth_topic = f"{settings.discovery_prefix}/status"
         self.connected = False
         self._ever_connected = False
         self._stopping = False
         self._trouble = None
         self._waiters = []
         self._pending = {}
-        self._announced = {}
-        self._shared_topic_warned = False
-        self._disconnected = None
+        self._acks = collections.deque()
+        self._acks_scheduled = False
+        self._room = []
+        self._idle = []
+        self.devices = {}
+        #: datalogger serial -> "online" / "offline" as last published
+        self.dataloggers = {}
+        #: (datalogger, device address) -> inverter serial this session
+        self._serials = {}
+        self._serial_streak = collections.Counter()
+        self._published = {}
+        #: discovery node -> retained config topics seen on the broker
+        self._retained = {}
+        self._nodes = {}
+        self.outstanding = 0
+        self.counts = collections.Counter()
+        self._registry = None
+        self._status = None
+        self._status_loop = None
+        self._throttle = LogThrottle(reactor, self._held_summary, burst=1, interval=300.0)
 
     # -- paho's thread: hop to the reactor, nothing else
 
@@ -121,8 +308,23 @@ class MqttOutput:
         self.reactor.callFromThread(self._on_disconnect, str(reason_code))
 
     def _thread_on_publish(self, client, userdata, mid, reason_code, properties):
-        self.reactor.callFromThread(self._on_publish, mid, reason_code.is_failure,
-                                    str(reason_code))
+        # One hop per batch of acknowledgements, not per message: under load
+        # the reactor drains many at once.  (deque.append is thread-safe; a
+        # race can only schedule one drain too many, never lose an ack.)
+        failed = reason_code.is_failure
+        self._acks.append((mid, failed, str(reason_code) if failed else ""))
+        if not self._acks_scheduled:
+            self._acks_scheduled = True
+            self.reactor.callFromThread(self._drain_acks)
+
+    def _drain_acks(self):
+        self._acks_scheduled = False
+        acks = self._acks
+        while acks:
+            self._on_publish(*acks.popleft())
+
+    def _thread_on_message(self, client, userdata, message):
+        self.reactor.callFromThread(self._on_message, message.topic, message.payload)
 
     # -- connection state, on the reactor thread
 
@@ -138,16 +340,21 @@ class MqttOutput:
         else:
             self.log.info("MQTT: connected to {broker}", broker=self.broker)
         self._trouble = None
-        if self._ever_connected:
-            # Retained discovery configs may have gone with a restarted broker.
-            self._announced.clear()
-        self._ever_connected = True
         self.client.publish(self.availability_topic, "online", qos=1, retain=True)
+        if self.discovery is not None:
+            prefix = self.settings.discovery_prefix
+            self.client.subscribe([(self.birth_topic, 1), (f"{prefix}/sensor/+/+/config", 1),
+                                   (f"{prefix}/binary_sensor/+/+/config", 1)])
+        if self._ever_connected:
+            # A restarted broker may have lost the retained configs and states.
+            self._republish()
+        self._ever_connected = True
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(None)
 
     def _on_connect_fail(self):
+        self.counts["connect_failures"] += 1
         self._report("unreachable", "MQTT: cannot reach broker {broker}; retrying (records "
                      "wait in the plugin queue)")
 
@@ -165,6 +372,8 @@ class MqttOutput:
                 del self._pending[mid]
                 d.callback(False)
 
+    _disconnected = None
+
     def _on_publish(self, mid, failed, reason):
         entry = self._pending.pop(mid, None)
         if entry is None:
@@ -174,6 +383,41 @@ class MqttOutput:
         else:
             entry[0].callback(True)
 
+    def _on_message(self, topic, payload):
+        if topic == self.birth_topic:
+            if payload.strip() == b"online" and self.connected:
+                self.log.info("MQTT: Home Assistant is online; publishing discovery and the "
+                              "last state of {count} device(s)", count=len(self.devices))
+                self._republish()
+            return
+        self._seen_config(topic, payload)
+
+    def _seen_config(self, topic, payload):
+        """
+        Remember the retained discovery configs of grott's inverter nodes on
+        the broker, so those an older version left behind (raw reg_N, values
+        no longer announced) are removed once their device is seen again.
+        """
+        parts = topic[len(self.settings.discovery_prefix) + 1:].split("/")
+        node = parts[1] if len(parts) == 4 else ""
+        if not node.startswith("grott_") or node.startswith(("grott_dl_", "grott_proxy_")):
+            return
+        seen = self._retained.setdefault(node, set())
+        if not payload:
+            seen.discard(topic)
+            return
+        seen.add(topic)
+        device = self._nodes.get(node)
+        if device is not None and device.published_version is not None \
+                and topic not in device.published:
+            self._fire_and_forget(self._stale([topic], node))
+
+    def _stale(self, topics, node):
+        qos = max(1, self.settings.qos)
+        self._retained.get(node, set()).difference_update(topics)
+        self.counts["stale_configs_removed"] += len(topics)
+        return [(topic, b"", qos, True) for topic in topics]
+
     def _report(self, trouble, message, **fields):
         """
         Log a connection problem once, not on every retry.
@@ -182,7 +426,7 @@ class MqttOutput:
             self._trouble = trouble
             self.log.warn(message, broker=self.broker, **fields)  # noqa: G010
 
-    # -- publishing
+    # -- delivery
 
     def _when_connected(self):
         d = defer.Deferred(lambda d: self._waiters.remove(d))
@@ -202,7 +446,10 @@ class MqttOutput:
             raise MqttError(f"cannot publish to {topic}: {paho.error_string(info.rc)}")
         mid = info.mid
         d = defer.Deferred(lambda d: self._pending.pop(mid, None))
-        self._pending[mid] = (d, qos)
+        if info.is_published():
+            d.callback(True)
+        else:
+            self._pending[mid] = (d, qos)
         return d
 
     async def _send(self, messages):
@@ -210,38 +457,294 @@ class MqttOutput:
         while todo:
             if not self.connected:
                 await self._when_connected()
-            sent = await defer.gatherResults([self._publish(*m) for m in todo])
+            sent = await defer.gatherResults([self._publish(*m) for m in todo],
+                                             consumeErrors=True)
             todo = [m for m, ok in zip(todo, sent) if not ok]
 
-    def state_topic(self, serial):
-        if self.settings.serial_in_topic:
-            return f"{self.settings.topic}/{serial}"
-        return self.settings.topic
+    def deliver(self, messages):
+        """
+        Hand C{messages} ((topic, payload, qos, retain) tuples, one record's
+        worth) to the client now.
+
+        @return: a Deferred that fires once the broker has acknowledged
+            every one of them (QoS 0: written), or fails with L{MqttError}.
+        """
+        self.outstanding += 1
+        if self.connected and all(qos for _, _, qos, _ in messages):
+            d = self._deliver_acknowledged(messages)
+        else:
+            d = defer.Deferred.fromCoroutine(self._send(messages))
+        d.addBoth(self._settled)
+        return d
+
+    def _deliver_acknowledged(self, messages):
+        """
+        The common case (connected, QoS 1/2) without a Deferred per
+        message: one L{_Batch} counts the acknowledgements.  paho resends
+        QoS 1/2 messages itself after a reconnect.
+        """
+        batch = _Batch(len(messages))
+        for topic, payload, qos, retain in messages:
+            info = self.client.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+                batch.errback(MqttError(f"cannot publish to {topic}: "
+                                        f"{paho.error_string(info.rc)}"))
+            elif info.is_published():
+                batch.callback(True)
+            else:
+                self._pending[info.mid] = (batch, qos)
+        return batch.done
+
+    def _settled(self, result):
+        self.outstanding -= 1
+        if self.outstanding < WINDOW and self._room:
+            room, self._room = self._room, []
+            for waiter in room:
+                waiter.callback(None)
+        if not self.outstanding and self._idle:
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                if not waiter.called:
+                    waiter.callback(None)
+        return result
+
+    def _fire_and_forget(self, messages):
+        if messages:
+            self.deliver(messages).addErrback(self._delivery_failed)
+
+    def _delivery_failed(self, failure):
+        if failure.check(defer.CancelledError, defer.FirstError) and self._stopping:
+            return
+        self.counts["failed"] += 1
+        self.log.failure("MQTT: a message was not delivered", failure)
+
+    def publish(self, record, log=None):
+        """
+        Route one record and hand its messages to the client: the seam for
+        a spool that confirms a record only once the broker has it.
+
+        @return: a Deferred that fires once the broker has acknowledged
+            every message of the record (see L{deliver}).
+        """
+        messages = self._route(record, log or self.log)
+        if not messages:
+            return defer.succeed(None)
+        return self.deliver(messages)
+
+    def _pipelined(self, record, log):
+        self.publish(record, log).addErrback(self._delivery_failed)
+        if self.outstanding >= WINDOW:
+            d = defer.Deferred(lambda d: self._room.remove(d))
+            self._room.append(d)
+            return d
+        return None
 
     def data(self, packet, record, log):
-        settings = self.settings
-        serial = record.inverter_serial or record.datalogger_serial or "unknown"
-        topic = self.state_topic(serial)
-        messages = []
-        if settings.discovery:
-            messages.extend(self._discovery(record, serial, topic, log))
-        messages.append((topic, jsonenc.dumps(record_payload(record)), settings.qos,
-                         settings.retain))
-        return defer.Deferred.fromCoroutine(self._send(messages))
+        if not self.connected:
+            # The broker is away: the rest of the records wait, in order, in
+            # the plugin queue until it is back.
+            d = self._when_connected()
+            d.addCallback(lambda _: self._pipelined(record, log))
+            return d
+        return self._pipelined(record, log)
 
-    def _discovery(self, record, serial, topic, log):
-        announced = self._announced.setdefault(serial, set())
-        new = hass.discovery_messages(record, serial, topic, self.availability_topic,
-                                      self.settings.discovery_prefix, skip=announced)
-        announced.update(record.values)
-        if (len(self._announced) > 1 and not self.settings.serial_in_topic
-                and not self._shared_topic_warned):
-            self._shared_topic_warned = True
+    # -- routing a record
+
+    def _message(self, topic, payload, retain):
+        return (topic, payload, self.settings.qos, retain)
+
+    def _route(self, record, log):
+        settings = self.settings
+        messages = []
+        document = record_payload(record)
+        payload = jsonenc.dumps(document)
+        if not settings.serial_in_topic:
+            messages.append(self._message(settings.topic, payload, settings.retain))
+        if not (settings.serial_in_topic or settings.discovery):
+            return messages
+        key = hass.device_key(record)
+        device = self.devices.get(key)
+        if device is None:
+            device = self.devices[key] = _Device(key, record)
+        if record.datalogger_serial and record.datalogger_serial not in self.dataloggers:
+            messages[:0] = self._datalogger_messages(record.datalogger_serial, "online")
+        keep = settings.retain or settings.discovery
+        if record.record_type == ANNOUNCE:
+            device.learn(record)
+            device.announce = self._message(self.topics.announce(key), payload, keep)
+            messages += self._discovery_messages(device)
+            messages.append(device.announce)
+        elif record.buffered:
+            messages.append(self._message(self.topics.buffered(key), payload, settings.retain))
+        else:
+            reason = self._serial_changed(record, key) or device.check(
+                record, self.reactor.seconds(), settings.discovery_all)
+            if reason is not None:
+                self._held(record, key, reason, log)
+                messages.append(self._message(self.topics.held(key),
+                                              jsonenc.dumps(dict(document, held=reason)), False))
+                return messages
+            device.learn(record)
+            device.learn_interval(self.reactor.seconds())
+            device.live = self._message(self.topics.live(key), payload, keep)
+            messages += self._discovery_messages(device)
+            messages.append(device.live)
+        return messages
+
+    def _serial_changed(self, record, key):
+        """
+        "serial_changed" when this datalogger address spoke for another
+        inverter earlier in the session (believed after three records).
+        """
+        where = (record.datalogger_serial, record.device_address)
+        known = self._serials.setdefault(where, key)
+        if known == key:
+            self._serial_streak.pop(where, None)
+            return None
+        self._serial_streak[where] += 1
+        if self._serial_streak[where] >= guards.BELIEVE_AFTER:
+            self._serials[where] = key
+            del self._serial_streak[where]
+            return None
+        return "serial_changed"
+
+    def _held(self, record, key, reason, log):
+        self.counts[f"held_{reason}"] += 1
+        if self._throttle.admit((key, reason)):
             log.warn(  # noqa: G010 (twisted.logger has no warning())
-                "several inverters publish to {topic}: set outputs.mqtt.serial_in_topic "
-                "so Home Assistant keeps their sensors apart", topic=topic)
+                "held a record of {serial} back from its live topic ({reason}; recorded "
+                "{recorded}); it went to {topic}", serial=key, reason=reason,
+                recorded=record.timestamp, topic=self.topics.held(key))
+
+    def _held_summary(self, throttle_key, count, seconds):
+        serial, reason = throttle_key
+        self.log.warn(  # noqa: G010 (twisted.logger has no warning())
+            "held {count} more record(s) of {serial} back ({reason}) in the last "
+                      "{seconds:.0f} s", count=count, serial=serial, reason=reason,
+                      seconds=seconds)
+
+    # -- discovery
+
+    def _configs(self, configs, published):
+        """
+        Messages for the configs that differ from what was published.
+        """
         qos = max(1, self.settings.qos)
-        return [(t, jsonenc.dumps(config), qos, True) for t, config in new]
+        messages = []
+        for topic, config in configs.items():
+            payload = jsonenc.dumps(config)
+            if published.get(topic) != payload:
+                published[topic] = payload
+                messages.append((topic, payload, qos, True))
+        self.counts["discovery_configs"] += len(messages)
+        return messages
+
+    def _discovery_messages(self, device):
+        if self.discovery is None or device.published_version == device.version:
+            return []
+        device.published_version = device.version
+        messages = []
+        # _configs skips what was published already: cheap to ask each time.
+        messages += self._configs(self.discovery.proxy(), self._published)
+        if device.datalogger:
+            messages += self._configs(self.discovery.datalogger(device.datalogger),
+                                      self._published)
+        configs = self.discovery.inverter(device.inverter(), device.input_units,
+                                          device.holding_units, device.expire_after)
+        qos = max(1, self.settings.qos)
+        for gone in set(device.published) - set(configs):
+            # A config of an older version this one does not have: remove it.
+            del device.published[gone]
+            messages.append((gone, b"", qos, True))
+        node = f"grott_{hass.slug(device.key)}"
+        self._nodes[node] = device
+        messages += self._stale(sorted(self._retained.get(node, set()) - set(configs)), node)
+        return messages + self._configs(configs, device.published)
+
+    def _datalogger_messages(self, datalogger, state):
+        self.dataloggers[datalogger] = state
+        messages = [(self.topics.datalogger(datalogger), state.encode(),
+                     max(1, self.settings.qos), True)]
+        if self.discovery is not None:
+            messages[:0] = (self._configs(self.discovery.proxy(), self._published)
+                            + self._configs(self.discovery.datalogger(datalogger),
+                                            self._published))
+        return messages
+
+    def _republish(self):
+        """
+        Everything Home Assistant needs again: after its birth message or a
+        broker restart.
+        """
+        self._published.clear()
+        messages = []
+        if self.discovery is not None:
+            messages += self._configs(self.discovery.proxy(), self._published)
+        for datalogger, state in self.dataloggers.items():
+            messages += self._datalogger_messages(datalogger, state)
+        for device in self.devices.values():
+            device.published.clear()
+            device.published_version = None
+            messages += self._discovery_messages(device)
+            messages += [m for m in (device.announce, device.live) if m is not None]
+        self._fire_and_forget(messages)
+        self._publish_status()
+
+    # -- dataloggers and grott's own numbers (IGrottObserver)
+
+    def watchGrott(self, registry, status):
+        self._registry = registry
+        self._status = status
+
+    def dataloggerConnected(self, session):
+        serial = session.datalogger_serial
+        if serial and self.dataloggers.get(serial) != "online":
+            self._fire_and_forget(self._datalogger_messages(serial, "online"))
+        self._publish_status()
+
+    def dataloggerDisconnected(self, session):
+        serial = session.datalogger_serial
+        if serial:
+            for where in [w for w in self._serials if w[0] == serial]:
+                del self._serials[where]
+            self._fire_and_forget(self._datalogger_messages(serial, "offline"))
+        self._publish_status()
+
+    def status(self):
+        """
+        grott's numbers for its own Home Assistant device.
+        """
+        numbers = dict(self._status()) if self._status is not None else {}
+        numbers.setdefault("dataloggers", sum(
+            1 for state in self.dataloggers.values() if state == "online"))
+        numbers["records_held"] = sum(self.counts[f"held_{r}"] for r in guards.REASONS)
+        cloud = numbers.get("cloud_reachable")
+        numbers["cloud_reachable"] = None if cloud is None else ("ON" if cloud else "OFF")
+        return numbers
+
+    def _publish_status(self):
+        if self.discovery is None or not self.connected:
+            return
+        self._fire_and_forget([(self.topics.status, jsonenc.dumps(self.status()),
+                                max(1, self.settings.qos), True)])
+
+    def reportData(self):
+        return {"connected": self.connected, "awaiting_broker": self.outstanding,
+                "failed": self.counts["failed"],
+                "held": {r: self.counts[f"held_{r}"] for r in guards.REASONS},
+                "devices": len(self.devices),
+                "discovery_configs": self.counts["discovery_configs"],
+                "stale_configs_removed": self.counts["stale_configs_removed"]}
+
+    def reportLines(self):
+        held = " ".join(f"{r}={self.counts[f'held_{r}']}" for r in guards.REASONS)
+        line = (f"  mqtt: {'connected' if self.connected else 'not connected'} to "
+                f"{self.broker}, {self.outstanding} record(s) awaiting the broker, "
+                f"{self.counts['failed']} failed; held back: {held}; "
+                f"{len(self.devices)} device(s), "
+                f"{self.counts['discovery_configs']} discovery config(s) published, "
+                f"{self.counts['stale_configs_removed']} stale one(s) removed")
+        return [line]
 
     # -- service hooks
 
@@ -253,22 +756,45 @@ class MqttOutput:
         self.client.connect_async(self.settings.host, self.settings.port,
                                   self.settings.keepalive)
         self.client.loop_start()
+        if self.discovery is not None:
+            self._status_loop = task.LoopingCall(self._publish_status)
+            self._status_loop.clock = self.reactor
+            self._status_loop.start(STATUS_INTERVAL, now=False)
 
     def stopService(self):
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self):
+        if self._status_loop is not None and self._status_loop.running:
+            self._status_loop.stop()
+        self._throttle.stop()
+        if self.connected and self.outstanding:
+            # Records handed over but not yet acknowledged: give them a moment.
+            idle = defer.Deferred()
+            self._idle.append(idle)
+            idle.addTimeout(_GOODBYE_TIMEOUT, self.reactor)
+            try:
+                await idle
+            except defer.TimeoutError:
+                self.log.warn(  # noqa: G010 (twisted.logger has no warning())
+                    "MQTT: {count} record(s) still unacknowledged at shutdown",
+                              count=self.outstanding)
         self._stopping = True
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.cancel()
         if self.connected:
-            # A clean disconnect does not fire the last will: say it ourselves.
-            offline = self._publish(self.availability_topic, "offline", 1, True)
+            # A clean disconnect does not fire the last will: say it
+            # ourselves, for grott and for every datalogger it knew (one
+            # that does not come back after a restart must not look online).
+            goodbyes = [self._publish(self.topics.datalogger(datalogger), "offline", 1, True)
+                        for datalogger, state in self.dataloggers.items() if state == "online"]
+            goodbyes.append(self._publish(self.availability_topic, "offline", 1, True))
+            offline = defer.gatherResults(goodbyes, consumeErrors=True)
             offline.addTimeout(_GOODBYE_TIMEOUT, self.reactor)
             try:
                 await offline
-            except defer.TimeoutError:
+            except (defer.TimeoutError, defer.FirstError):
                 pass
             self._disconnected = defer.Deferred()
             gone = self._disconnected
