@@ -293,6 +293,9 @@ class MqttConfig:
     discovery_prefix: str = _field("homeassistant", _topic)
     #: Announce every value (raw reg_N too, disabled by default), not only the curated ones.
     discovery_all: bool = _field(False)
+    #: Keep records on disk until the broker has them (outputs.spool); false
+    #: keeps them in memory (plugins.queue_size) while the broker is away.
+    spool: bool = _field(True)
 
 
 def _http_url(value):

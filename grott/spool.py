@@ -38,10 +38,10 @@ from functools import partial
 from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from grott.config import seconds
-from grott.interfaces import IGrottPlugin, IGrottPluginService
+from grott.interfaces import IGrottObserver, IGrottPlugin, IGrottPluginService
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
 from grott.threads import DaemonThreadPool
@@ -360,6 +360,8 @@ class SpooledOutput:
         """
         self.sink = sink
         self.name = sink.name
+        if IGrottObserver.providedBy(sink):
+            alsoProvides(self, IGrottObserver)
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.retry_max = max(RETRY_MIN, settings.retry_max)
@@ -590,12 +592,33 @@ class SpooledOutput:
     @property
     def connected(self):
         """
-        Whether the sink took the last delivery: True once one succeeded,
-        False while deliveries fail, None before the first attempt.
+        The sink's own C{connected} when it has one (the mqtt output);
+        otherwise whether it took the last delivery: True once one
+        succeeded, False while deliveries fail, None before the first.
         """
+        connected = getattr(self.sink, "connected", None)
+        if isinstance(connected, bool):
+            return connected
         if self._failing:
             return False
         return True if self.delivered or self.rejected else None
+
+    # -- IGrottObserver, for a sink that is one (the mqtt output)
+
+    def watchGrott(self, registry, status):
+        return self.sink.watchGrott(registry, status)
+
+    def dataloggerConnected(self, session):
+        return self.sink.dataloggerConnected(session)
+
+    def dataloggerDisconnected(self, session):
+        return self.sink.dataloggerDisconnected(session)
+
+    def reportLines(self):
+        return self.sink.reportLines()
+
+    def reportData(self):
+        return self.sink.reportData()
 
     def spool_stats(self):
         """

@@ -85,7 +85,8 @@ class HomeAssistantTests(unittest.TestCase):
             "command": {"listen": "none"}, "metrics": {"listen": "none"},
             "plugins": {"directory": os.path.abspath(self.mktemp())},
             "outputs": {"mqtt": {"host": "127.0.0.1", "port": broker.port,
-                                 "discovery": True}},
+                                 "discovery": True},
+                        "spool": {"directory": os.path.abspath(self.mktemp())}},
         }, "ha-test.yaml")
         top = makeService(config, reactor)
         top.privilegedStartService()

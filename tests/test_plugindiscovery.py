@@ -33,6 +33,7 @@ from grott.interfaces import (
 )
 from grott.outputs import jsonl, mqtt
 from grott.pluginhost import PluginHost
+from grott.spool import SpooledOutput
 from tests.pluginhelpers import make_config
 
 GOOD = """
@@ -118,7 +119,12 @@ class BuiltinTests(unittest.SynchronousTestCase):
                                                       "mqtt": {}})
         host = PluginHost(config, MemoryReactorClock())
         self.assertEqual([(r.name, type(r.plugin)) for r in host.runners],
-                         [("jsonl", jsonl.JsonlOutput), ("mqtt", mqtt.MqttOutput)])
+                         [("jsonl", jsonl.JsonlOutput), ("mqtt", SpooledOutput)])
+        self.assertIsInstance(host.runners[1].plugin.sink.output, mqtt.MqttOutput)
+        unspooled = make_config(self.mktemp(), outputs={"mqtt": {"spool": False}})
+        self.assertEqual([type(r.plugin) for r in PluginHost(unspooled,
+                                                             MemoryReactorClock()).runners],
+                         [mqtt.MqttOutput])
         self.assertEqual(host.runners[0].origin, "installed package grott.plugins.grott_outputs")
 
     def test_outputs_off_without_a_section(self):
