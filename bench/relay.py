@@ -8,7 +8,8 @@ Each scenario runs three times on loopback, one after the other, with the
 same traffic: the load generator (bench/loadgen.py) talking straight to the
 fake cloud (C{direct}), through `twistd portforward` (C{portforward}: a relay
 that does no framing or decoding, the cheapest Twisted proxy there is), and
-through grott (C{grott}, decoding every record).  Every process is its own
+through grott (C{grott}: decoder on, no outputs, so only announces are
+decoded; C{--targets ...,grott-decodeall} adds grott decoding every record).  Every process is its own
 subprocess (fake cloud: `grott fake-cloud`; relays: twistd -n); CPU time and
 RSS of the relay come from /proc/PID/stat and /proc/PID/status, as deltas
 over the measurement window.  One JSON line per scenario goes to standard
@@ -60,14 +61,19 @@ SCENARIOS = {
     "max": {"count": 100, "mode": "flood", "warmup": 2.0, "duration": 8.0, "bound": 40},
 }
 TARGETS = ("direct", "portforward", "grott")
-#: Not run by default: grott with its decoder off (bench/nodecode.tac).
-EXTRA_TARGETS = ("grott-nodecode",)
+#: Not run by default: grott with its decoder off (bench/nodecode.tac), and
+#: grott decoding every record into a sink that discards it
+#: (bench/decodeall.tac: what an enabled output adds before its own work).
+EXTRA_TACS = {"grott-nodecode": "nodecode.tac", "grott-decodeall": "decodeall.tac"}
+EXTRA_TARGETS = tuple(EXTRA_TACS)
 
 GROTT_CONFIG = """\
 proxy:
   listen: "tcp:{port}:interface=127.0.0.1"
   upstream: "tcp:127.0.0.1:{cloud}"
 command:
+  listen: none
+metrics:
   listen: none
 log:
   level: warn
@@ -167,7 +173,7 @@ class Run:
                                          "-h", "127.0.0.1",
                                          "-d", str(cloud_port)])
             wait_listening(port, relay, self.deadline)
-        elif self.target in ("grott", "grott-nodecode"):
+        elif self.target == "grott" or self.target in EXTRA_TACS:
             port = free_port()
             config = os.path.join(self.workdir, f"{self.name}-{self.target}.yaml")
             with open(config, "w") as f:
@@ -175,7 +181,7 @@ class Run:
             if self.target == "grott":
                 argv = ["grott", "--config", config]
             else:
-                argv = ["-y", os.path.join(HERE, "nodecode.tac")]
+                argv = ["-y", os.path.join(HERE, EXTRA_TACS[self.target])]
             relay = self.spawn("relay", [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *argv],
                                env=dict(os.environ, GROTT_BENCH_CONFIG=config))
             wait_listening(port, relay, self.deadline)
@@ -326,9 +332,10 @@ class Run:
 
 def grott_decodes(workdir):
     """
-    Whether grott, built from the benchmark's configuration, decodes
-    records (the proxy factory got a decoder).  Built on a MemoryReactor,
-    as `grott check` does.
+    What grott, built from the benchmark's configuration, decodes: its
+    proxy factory has a decoder, and decodes data records only when its
+    record sink wants them (an output or plugin enabled); announces are
+    always decoded.  Built on a MemoryReactor, as `grott check` does.
     """
     from twisted.internet.testing import MemoryReactor
 
@@ -336,7 +343,13 @@ def grott_decodes(workdir):
     from grott.service import makeService
     config = config_from_string(GROTT_CONFIG.format(port=5279, cloud=5280), "bench")
     top = makeService(config, MemoryReactor())
-    return top.getServiceNamed("proxy").factory.decode is not None
+    factory = top.getServiceNamed("proxy").factory
+    if factory.decode is None:
+        return "nothing (no decoder)"
+    if factory.sink is not None and factory.sink.wantsRecords():
+        return "every record"
+    return ("decoder on; announces only: no output consumes records "
+            "(grott-decodeall decodes every record)")
 
 
 def ratios(runs):
@@ -349,7 +362,7 @@ def ratios(runs):
     def ratio(a, b):
         return round(a / b, 3) if a is not None and b else None
 
-    for name in ("grott", "grott-nodecode"):
+    for name in ("grott", *EXTRA_TARGETS):
         run = runs.get(name)
         if run and pf:
             out[f"throughput_{name}_vs_portforward"] = ratio(run["records_per_second"],
@@ -364,7 +377,7 @@ def ratios(runs):
     if pf and direct:
         out["throughput_portforward_vs_direct"] = ratio(pf["records_per_second"],
                                                         direct["records_per_second"])
-    for name in ("grott", "grott-nodecode", "portforward"):
+    for name in ("grott", *EXTRA_TARGETS, "portforward"):
         run = runs.get(name)
         if run and direct:
             for q in ("p50", "p99"):

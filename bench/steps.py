@@ -151,7 +151,8 @@ def main(argv):
         steps["plugins"] = f"not measured: {type(e).__name__}: {e}"
     steps["ack: framing"] = per_call(lambda: Framer().feed(ack), seconds)
 
-    protocol, transport = relay_pair(decoder, None)
+    # A record sink that takes every record, so the relay decodes each one.
+    protocol, transport = relay_pair(decoder, lambda packet, record: None)
     upstream = protocol.upstream
 
     def relay():

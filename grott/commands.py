@@ -4,7 +4,7 @@ through the datalogger's own connection, from telnet or a script.
 
 Two halves:
 
- - L{CommandDispatcher} is the proxy's L{grott.proxy.CommandHook}.  It owns
+ - L{CommandDispatcher} is the proxy's L{grott.interfaces.ICommandHook}.  It owns
    every piece of command state: per datalogger a queue (one command on the
    wire at a time, because replies are matched by record type + register and
    two of grott's own commands for the same register could not be told
@@ -34,6 +34,7 @@ from twisted.internet.protocol import ServerFactory
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from grott.codec import (
     FROM_DATALOGGER,
@@ -48,6 +49,7 @@ from grott.codec import (
     parse_body,
 )
 from grott.counters import COMMAND_BUCKETS, Histogram
+from grott.interfaces import ICommandHook
 from grott.logs import Logger
 
 __all__ = [
@@ -238,6 +240,7 @@ _RESULTS = ((CommandTimeout, "timeout"), (DataloggerGone, "gone"),
             (CommandRefused, "refused"), (defer.CancelledError, "cancelled"))
 
 
+@implementer(ICommandHook)
 class CommandDispatcher:
     """
     Sends grott's commands to dataloggers and takes their replies out of

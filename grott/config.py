@@ -95,6 +95,41 @@ def _timezone(value):
         return f"unknown time zone {value!r} (use local or an IANA name like Europe/Amsterdam)"
 
 
+def allowed_serials(value):
+    """
+    The serials of C{proxy.allowed_serials}: the list itself, or the lines
+    of the file it names (blank lines and C{#} comments skipped).
+
+    @raise OSError: the file cannot be read.
+    """
+    if not isinstance(value, str):
+        return list(value)
+    with open(value, encoding="utf-8") as f:
+        lines = (line.split("#", 1)[0].strip() for line in f)
+        return [line for line in lines if line]
+
+
+def _serials(value):
+    if isinstance(value, str):
+        try:
+            allowed_serials(value)
+        except (OSError, UnicodeDecodeError) as e:
+            return f"cannot read the serials file {value!r}: {getattr(e, 'strerror', None) or e}"
+        return None
+    for serial in value:
+        if not isinstance(serial, str) or not serial:
+            return f"expected datalogger serials (strings), got {serial!r}"
+
+
+def _networks(value):
+    import ipaddress
+    for network in value:
+        try:
+            ipaddress.ip_network(str(network), strict=False)
+        except ValueError:
+            return f"not a network (a CIDR such as 192.168.1.0/24): {network!r}"
+
+
 #: The shortest command.token accepted: the socket may face a network.
 MIN_TOKEN = 16
 
@@ -133,7 +168,8 @@ class ProxyConfig:
     upstream: str = _field("tcp:server.growatt.com:5279", _upstream)
     #: Seconds to wait for the upstream connection.
     connect_timeout: float = _field(10.0, _positive)
-    #: Seconds without a byte from the datalogger before both sides close.
+    #: Seconds without a complete packet from the datalogger before both
+    #: sides close (bytes that never make a packet do not count).
     idle_timeout: float = _field(600.0, _positive)
     #: Concurrent dataloggers: a number, or "auto" (what RLIMIT_NOFILE allows).
     max_dataloggers: typing.Union[int, str] = _field("auto", _max_dataloggers)
@@ -153,6 +189,11 @@ class ProxyConfig:
     set_time: typing.Union[bool, str] = _field("auto", _set_time)
     #: Time zone for set_time: "local" or an IANA name such as Europe/Amsterdam.
     timezone: str = _field("local", _timezone)
+    #: Datalogger serials allowed to connect (a list, or a file with one per
+    #: line); empty: any serial.
+    allowed_serials: typing.Union[list, str] = _field([], _serials)
+    #: Networks (CIDRs) dataloggers may connect from; empty: any address.
+    allowed_networks: list = _field([], _networks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -425,6 +466,21 @@ class SpoolConfig:
     retry_max: float = _field(60.0, _positive)
 
 
+def _instance_id(value):
+    if value and (len(value) > 64 or not value.isprintable() or "/" in value
+                  or "+" in value or "#" in value):
+        return ("up to 64 printable characters, without /, + or # "
+                "(it becomes part of MQTT messages)")
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceConfig:
+    #: This process's name among several behind HAProxy; empty: host name
+    #: and datalogger port (e.g. "pi4:5279").
+    id: str = _field("", _instance_id)
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputsConfig:
     """
@@ -446,6 +502,8 @@ class Config:
     The whole configuration.  C{source} is the file it came from.
     """
 
+    #: Which grott this is (logs, stats, status messages).
+    instance: InstanceConfig = dataclasses.field(default_factory=InstanceConfig)
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
     command: CommandConfig = dataclasses.field(default_factory=CommandConfig)
     #: The monitoring HTTP endpoint: Prometheus metrics, health, stats.

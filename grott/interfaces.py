@@ -5,16 +5,32 @@ A plugin is any object providing L{IGrottPlugin}.  grott finds plugins in
 installed packages (Twisted dropins under C{grott/plugins/}) and in Python
 files of the plugins directory, checks each with C{verifyObject}, and hands
 every decoded record to every enabled plugin through a queue of its own (see
-L{grott.pluginhost}).  The other interfaces here are optional: the host asks
-C{providedBy} and adapts its behaviour.
+L{grott.pluginhost}).  The other plugin interfaces are optional: the host
+asks C{providedBy} and adapts its behaviour.
+
+The last four are the seams inside grott, between the relay
+(L{grott.proxy}) and what it is wired to in L{grott.service}: where records
+go (L{IRecordSink}), who may claim a datalogger's replies
+(L{ICommandHook}), how the rest of grott reaches a datalogger connection
+(L{IDataloggerLink}) and where traced packets go (L{IPacketTrace}).  Each
+is checked with C{verifyObject} in the tests, so a part can be replaced
+without reading the relay.
 """
 
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
 __all__ = [
-    "IBlockingPlugin", "IConfigurablePlugin", "IGrottObserver", "IGrottPlugin",
-    "IGrottPluginService", "ISpoolSink",
+    "IBlockingPlugin",
+    "ICommandHook",
+    "IConfigurablePlugin",
+    "IDataloggerLink",
+    "IGrottObserver",
+    "IGrottPlugin",
+    "IGrottPluginService",
+    "IPacketTrace",
+    "IRecordSink",
+    "ISpoolSink",
 ]
 
 
@@ -177,6 +193,81 @@ class ISpoolSink(IPlugin):
             failure (connection refused, timeout, a server error) keeps the
             batch, which is tried again with exponential backoff.  The
             Deferred is cancelled when grott stops.
+        """
+
+
+class IRecordSink(Interface):
+    """
+    Where the relay hands decoded records (the plugin host).
+    """
+
+    def wantsRecords():
+        """
+        Whether anything consumes records now.  The relay decodes a data
+        record only when this (or packet tracing) asks for it: decoding is
+        most of a record's cost, and a relay without outputs needs none.
+        """
+
+    def deliver(packet, record):
+        """
+        Take one decoded record, with the packet it came from.  Called on
+        the reactor thread after the packet's bytes went upstream; must
+        return at once and never raise.
+        """
+
+
+class ICommandHook(Interface):
+    """
+    What the relay asks of the command socket (L{grott.commands}).
+    """
+
+    def consume(session, packet):
+        """
+        Return True when C{packet}, from the datalogger of C{session},
+        answers a command grott sent: it is then not forwarded upstream.
+        """
+
+    def sessionClosed(session):
+        """
+        The connection of C{session} is gone: fail what still waits on it.
+        """
+
+
+class IDataloggerLink(Interface):
+    """
+    A live datalogger connection as the rest of grott sees it: through its
+    L{grott.session.Session} (C{session.link}), never through the protocol.
+    """
+
+    def send(data):
+        """
+        Write whole packets that grott built (a command, an answer) to the
+        datalogger.  Return False (writing nothing) when the connection is
+        closing.
+        """
+
+    def disconnect(why):
+        """
+        Close the datalogger connection and its upstream; C{why} ends up in
+        the disconnect log line.
+        """
+
+
+class IPacketTrace(Interface):
+    """
+    The packet trace (debug level, per-datalogger log files).
+    """
+
+    def packet(session, direction, packet, record):
+        """
+        One packet relayed or answered, in C{direction}
+        (L{grott.codec.FROM_DATALOGGER} or L{grott.codec.TO_DATALOGGER}),
+        with its decoded record or None.
+        """
+
+    def sessionClosed(session):
+        """
+        The connection of C{session} is gone (its trace file may close).
         """
 
 

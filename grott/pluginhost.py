@@ -19,9 +19,10 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from grott import pluginloader
-from grott.interfaces import IGrottPlugin, ISpoolSink
+from grott.interfaces import IGrottPlugin, IRecordSink, ISpoolSink
 from grott.logs import Logger
 from grott.spool import SpooledOutput
 from grott.threads import DaemonThreadPool
@@ -247,6 +248,7 @@ def _connected(plugin):
     return connected if isinstance(connected, bool) else None
 
 
+@implementer(IRecordSink)
 class PluginHost(service.Service):
     """
     Finds the plugins at construction, starts them (and the thread pool)
@@ -295,6 +297,12 @@ class PluginHost(service.Service):
             return pluginloader.Loaded(item.name, SpooledOutput(item.plugin, settings,
                                                                 self.reactor), item.origin)
         return item
+
+    def wantsRecords(self):
+        """
+        Whether any plugin is enabled: without one the relay skips decoding.
+        """
+        return bool(self.runners)
 
     def deliver(self, packet, record):
         """

@@ -1,105 +1,110 @@
 """
-The relay: one datalogger connection in, one upstream connection out.
+The relay's I/O: one datalogger connection in, one upstream connection out.
 
-A packet from a datalogger enters at L{DataloggerProtocol.dataReceived}, is
-framed there, observed (session, decoder, record callback) in
-L{DataloggerProtocol.packetFromDatalogger}, and leaves through
-L{DataloggerProtocol.sendUpstream}.  The other direction enters at
-L{UpstreamProtocol.dataReceived} and leaves through
-L{DataloggerProtocol.packetFromUpstream}.
+A datalogger's bytes enter at L{DataloggerProtocol.dataReceived} and are
+framed there; each packet goes on in L{DataloggerProtocol.packetFromDatalogger}
+(upstream, held, or answered locally: the connection's L{RelayMachine}
+decides) and only then is observed beside the relay (session, decoder,
+record sink, trace).  The cloud's bytes enter at
+L{UpstreamProtocol.dataReceived} and leave through
+L{DataloggerProtocol.fromUpstream}.
 
 What is forwarded is always the original bytes, packet by packet (or
-garbage run by garbage run), never a re-encoding; decoding happens beside
-the relay and a decoding failure is logged and counted, never fatal.  Only
-two things are not forwarded: the datalogger's replies to grott's own
-commands (L{CommandHook.consume}) and, in later modes, what the configured
-policy drops.
+garbage run by garbage run), never a re-encoding; a decoding failure is
+logged and counted, never fatal.  Only two things are not forwarded: the
+datalogger's replies to grott's own commands (L{ICommandHook.consume}) and
+cloud commands the policy drops.
 
-Flow control follows L{twisted.protocols.portforward}: each transport is
-registered as the streaming producer of the other, so a side that stops
-reading stops the other side's reads, and memory per connection stays at
-one kernel buffer plus at most one packet in each framer.
+States and transitions (relaying, connecting, answering locally, retrying,
+cloud-free, closing) live in L{grott.relay}; this module only does what the
+machine asks.  Flow control follows L{twisted.protocols.portforward}: each
+transport is registered as the streaming producer of the other, so a side
+that stops reading stops the other side's reads, and memory per connection
+stays at one kernel buffer plus at most one packet in each framer.
 """
 
-import datetime
+import ipaddress
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
-from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from grott import logs
 from grott.codec import (
     COMMANDS,
+    FROM_DATALOGGER,
+    TO_DATALOGGER,
     CodecError,
-    ConfigSetRequest,
     Framer,
     Garbage,
     RecordType,
-    build,
-    build_ack,
 )
+from grott.interfaces import ICommandHook, IDataloggerLink, IPacketTrace, IRecordSink
 from grott.logs import Logger
+from grott.logthrottle import LogThrottle
 from grott.policy import CloudCommandPolicy, describe
-from grott.session import CLOSED, CONNECTED, CONNECTING, FAILED, NONE, Session
+from grott.registers import DECODED_RECORDS
+from grott.relay import (
+    CLOSING,
+    CLOUD_FREE,
+    LOCAL,
+    RELAYING,
+    IRelayDriver,
+    RelayMachine,
+    RelaySettings,
+)
+from grott.session import Session, takeover_refusal
 
-__all__ = ["DataloggerProtocol", "ProxyFactory", "UpstreamProtocol"]
+#: Refusals remembered for logging each once (then forgotten all at once).
+_REFUSALS_REMEMBERED = 4096
 
-FROM_DATALOGGER = "datalogger->server"
-TO_DATALOGGER = "server->datalogger"
+#: Full warning lines per kind and connection per minute (then a summary).
+WARNING_BURST = 5
 
-_REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA,
-                               RecordType.METER_DATA, RecordType.METER_LOG})
+#: Bytes of grott's own answers a datalogger may leave unread after grott
+#: stopped reading from it; past this it is closed.  Reading stops as soon
+#: as the transport's buffer is full, so only answers to what was already
+#: read (and admin commands) can add to this.
+UNREAD_LIMIT = 256 * 1024
 
-#: Session modes: relaying to the cloud, answering locally because the cloud
-#: is away, or answering locally because there is no cloud (upstream: none).
-RELAYING = "relaying"
-LOCAL = "answering locally"
-CLOUD_FREE = "cloud-free"
-
-#: Answered packets we remember per session until the cloud answers them, so
-#: that a cloud that drops mid-session leaves no packet unanswered.
-_UNANSWERED_LIMIT = 64
-
-#: Datalogger configuration register holding its clock.
-CLOCK_REGISTER = 31
+__all__ = [
+    "CLOUD_FREE",
+    "LOCAL",
+    "RELAYING",
+    "CommandHook",
+    "DataloggerProtocol",
+    "PacketTrace",
+    "ProxyFactory",
+    "UpstreamProtocol",
+]
 
 
 def _peer(transport):
+    """The peer as logs show it, and its host (None for a unix socket)."""
     address = transport.getPeer()
     host = getattr(address, "host", None)
     if host is None:
-        return str(getattr(address, "name", None) or address)
-    return f"{host}:{address.port}"
+        return str(getattr(address, "name", None) or address), None
+    return f"{host}:{address.port}", host
+
+
+def _why(reason):
+    value = getattr(reason, "value", reason)
+    text = str(value) or value.__class__.__name__
+    return text.strip().rstrip(".")
 
 
 @implementer(IPushProducer)
-class _Throttle:
-    """
-    The datalogger transport as the upstream transport's producer, minus
-    C{stopProducing}: a transport that loses its connection stops its
-    producer, and a dead cloud must not close the datalogger when grott is
-    about to answer it locally.  The relay closes both sides itself.
-    """
-
-    def __init__(self, transport):
-        self.transport = transport
-
-    def pauseProducing(self):
-        self.transport.pauseProducing()
-
-    def resumeProducing(self):
-        self.transport.resumeProducing()
-
-    def stopProducing(self):
-        pass
-
-
 class UpstreamProtocol(Protocol):
     """
     grott's connection to the Growatt server for one datalogger: everything
     it receives goes to the datalogger side.
+
+    It is also its upstream transport's producer, standing for the
+    datalogger's reads (as in L{twisted.protocols.portforward}), minus
+    C{stopProducing}: a transport that loses its connection stops its
+    producer, and a dead cloud must not close the datalogger when grott is
+    about to answer it locally.  The relay closes both sides itself.
     """
 
     def __init__(self, datalogger):
@@ -110,6 +115,15 @@ class UpstreamProtocol(Protocol):
 
     def connectionLost(self, reason):
         self.datalogger.upstreamLost(reason)
+
+    def pauseProducing(self):
+        self.datalogger.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.datalogger.transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
 
 
 class UpstreamFactory(ClientFactory):
@@ -126,43 +140,50 @@ class UpstreamFactory(ClientFactory):
         return UpstreamProtocol(self.datalogger)
 
 
-class DataloggerProtocol(Protocol, TimeoutMixin):
+@implementer(IDataloggerLink, IRelayDriver, IPushProducer)
+class DataloggerProtocol(Protocol):
     """
-    A datalogger's connection to grott, and the relay to its upstream.
+    A datalogger's connection to grott: frames its bytes, hands them on as
+    its L{RelayMachine} says, and does the machine's I/O.
     """
 
     log = Logger()
     session = None
+    relay = None
     upstream = None
-    _connecting = None
-    _closing = False
+    # Set per connection in connectionMade:
+    #  _producer: what the datalogger transport's producer is: None,
+    #    "upstream" (relaying) or "gate" (answering locally: this protocol);
+    #  _unread: bytes grott wrote since the datalogger stopped reading its
+    #    answers, or None while it reads;
+    #  _throttle: the LogThrottle of this connection's warnings, made on
+    #    the first one;
+    #  _closed: None, a Deferred (see whenClosed), or True once closed.
 
     def connectionMade(self):
         factory = self.factory
-        self.callLater = factory.clock.callLater
-        self.session = Session(_peer(self.transport), factory.clock.seconds(), self.disconnect)
-        self.session.send = self.sendToDatalogger
-        factory.registry.add(self.session)
-        self.closed = defer.Deferred()
+        peer, host = _peer(self.transport)
+        # Every attribute set here, always in this order: instances then
+        # share one key layout (no per-connection dict), which matters at
+        # thousands of mostly idle connections.
+        self.session = Session(peer, factory.clock.seconds(), self, host)
+        self.relay = RelayMachine(factory.settings, self.session, self)
         self._up = Framer()
         self._down = Framer()
-        self._pending = []
-        self._pending_size = 0
-        self._unanswered = {}
-        self._retries = 0
-        self._retry = None
-        self.setTimeout(factory.idle_timeout)
+        self.upstream = None
+        self._connecting = None
+        self._timer = None
+        self._producer = None
+        self._unread = None
+        self._throttle = None
+        self._closed = None
+        factory.registry.add(self.session)
         self.log.info("datalogger connected from {peer}", peer=self.session.peer)
-        if factory.upstream is None:
-            self.session.mode = CLOUD_FREE
-            self.session.upstream_state = NONE
-        else:
-            self._connecting = factory.connect_upstream(self)
+        self.relay.start()
 
     # -- datalogger -> server ---------------------------------------------
 
     def dataReceived(self, data):
-        self.resetTimeout()
         self.session.bytes_in += len(data)
         for item in self._up.feed(data):
             if item.__class__ is Garbage:
@@ -171,25 +192,27 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
                 self.packetFromDatalogger(item)
 
     def packetFromDatalogger(self, packet):
+        # Idle means no complete packet (session.last_packet_at, set below,
+        # is what the factory's idle sweep reads): bytes trickling in keep
+        # nothing open.
         factory = self.factory
         session = self.session
-        if session.saw_datalogger_packet(packet, factory.clock.seconds()):
-            self.identified()
-        record = None
-        if packet.record_type in _REGISTER_RECORDS:
-            record = self.decode(packet)
-        if logs.trace_packets:
-            self.trace(FROM_DATALOGGER, packet, record)
-        if factory.commands is not None and factory.commands.consume(session, packet):
+        if session.saw_datalogger_packet(packet, factory.clock.seconds()) \
+                and not self.identified():
             return
-        if self.upstream is not None:
-            if packet.record_type not in COMMANDS and factory.fallback_local:
-                self._remember(packet)
+        commands = factory.commands
+        if commands is not None and commands.consume(session, packet):
+            if factory.trace is not None:
+                factory.trace.packet(session, FROM_DATALOGGER, packet, None)
+            return
+        if self.relay.fromDatalogger(packet):
             self.upstream.transport.write(packet.raw)
-        elif session.mode == RELAYING:
-            self._hold(packet.raw, packet)
-        else:
-            self.answerLocally(packet)
+        # Beside the relay, once the bytes are on their way.
+        record = None
+        if packet.record_type in DECODED_RECORDS and factory.wantsRecord(packet):
+            record = self.decode(packet)
+        if factory.trace is not None:
+            factory.trace.packet(session, FROM_DATALOGGER, packet, record)
 
     def decode(self, packet):
         """
@@ -198,219 +221,118 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         """
         factory = self.factory
         session = self.session
-        if factory.decode is None:
-            return None
-        inverter = packet.inverter_serial
         try:
-            record = factory.decode(packet, session.device_type_codes.get(inverter))
+            record = factory.decode(packet, session.device_type_codes.get(packet.inverter_serial))
         except CodecError as e:
             session.parse_errors += 1
-            self.log.warn("datalogger {serial}: cannot decode {record_name} record: {error}",
-                          serial=session.datalogger_serial, record_name=packet.record_name,
-                          error=str(e), hex=packet.raw.hex())
+            if self.admit("records it cannot decode"):
+                self.log.warn("datalogger {who}: cannot decode {record_name} record: {error}",
+                              who=session.name, serial=session.datalogger_serial,
+                              record_name=packet.record_name, error=str(e),
+                              hex=packet.raw.hex())
             return None
         except Exception:
             session.parse_errors += 1
-            self.log.failure("datalogger {serial}: decoder failed on {hex}",
+            self.log.failure("datalogger {who}: decoder failed on {hex}", who=session.name,
                              serial=session.datalogger_serial, hex=packet.raw.hex())
             return None
         if record is not None:
             session.saw_record(record)
-            if factory.on_record is not None:
+            if factory.sink is not None:
                 try:
-                    factory.on_record(packet, record)
+                    factory.sink.deliver(packet, record)
                 except Exception:
                     self.log.failure("record delivery failed")
         return record
 
     def garbageFromDatalogger(self, garbage):
-        self.session.parse_errors += 1
-        self.session.garbage_bytes += len(garbage.data)
-        self.session.saw_garbage(garbage)
-        self.log.warn("datalogger {serial} from {peer}: {count} bytes are not a packet "
-                      "({reason}); relayed unchanged",
-                      serial=self.session.datalogger_serial, peer=self.session.peer,
-                      count=len(garbage.data), reason=garbage.reason,
-                      hex=garbage.data[:64].hex())
-        self.sendUpstream(garbage.data)
-
-    def sendUpstream(self, data):
-        upstream = self.upstream
-        if upstream is not None:
-            upstream.transport.write(data)
-        elif self.session.mode == RELAYING:
-            self._hold(data, None)
-
-    def _hold(self, data, packet):
-        """
-        Keep bytes (and the packet they are) until the upstream is up.
-        """
-        self._pending.append((data, packet))
-        self._pending_size += len(data)
-        if self._pending_size > self.factory.pending_limit:
-            # Stop reading until the upstream is up; the kernel holds the rest.
-            self.transport.pauseProducing()
-
-    def _remember(self, packet):
-        unanswered = self._unanswered
-        unanswered[(packet.record_type, packet.sequence)] = packet
-        if len(unanswered) > _UNANSWERED_LIMIT:
-            del unanswered[next(iter(unanswered))]
-
-    def answerLocally(self, packet):
-        """
-        Answer C{packet} as the Growatt server would: echo a ping, ack
-        everything else except replies to commands (never acked).  In
-        cloud-free mode (or when configured) set the datalogger's clock
-        after its announce.
-        """
-        kind = packet.record_type
-        if kind in COMMANDS:
-            return
         session = self.session
-        session.send(packet.raw if kind == RecordType.PING else build_ack(packet))
-        session.local_acks += 1
-        if kind == RecordType.ANNOUNCE and self.factory.wants_clock_set(session.mode):
-            self.setClock(packet)
+        session.parse_errors += 1
+        session.garbage_bytes += len(garbage.data)
+        session.saw_garbage(garbage)
+        if self.relay.garbageFromDatalogger(garbage.data):
+            self.upstream.transport.write(garbage.data)
+        if self.admit("runs of bytes that are not a packet"):
+            self.log.warn("datalogger {who} from {peer}: {count} bytes are not a packet "
+                          "({reason}); relayed unchanged",
+                          who=session.name, serial=session.datalogger_serial,
+                          peer=session.peer, count=len(garbage.data), reason=garbage.reason,
+                          hex=garbage.data[:64].hex())
 
-    def setClock(self, packet):
-        factory = self.factory
-        now = datetime.datetime.fromtimestamp(factory.clock.seconds(), factory.timezone)
-        text = now.strftime("%Y-%m-%d %H:%M:%S")
-        try:
-            data = build(ConfigSetRequest(CLOCK_REGISTER, text.encode("ascii")),
-                         self.session.datalogger_serial or packet.payload[:10],
-                         protocol=packet.protocol, sequence=1)
-        except CodecError as e:
-            self.log.warn("cannot set the clock of {serial}: {error}",
-                          serial=self.session.datalogger_serial, error=str(e))
-            return
-        self.session.send(data)
-        self.log.info("datalogger {serial}: clock set to {clock_time}",
-                      serial=self.session.datalogger_serial, clock_time=text)
+    def admit(self, what):
+        """
+        Whether to log this connection's warning about C{what} in full: the
+        first few per minute are, the rest are summarised, so a peer cannot
+        make the log grow faster than its own input.
+        """
+        throttle = self._throttle
+        if throttle is None:
+            # Made on the first warning only: most connections never need one.
+            throttle = self._throttle = LogThrottle(self.factory.clock, self._summary,
+                                                    burst=WARNING_BURST, interval=60.0)
+        return throttle.admit(what)
+
+    def _summary(self, what, count, seconds):
+        session = self.session
+        self.log.warn("datalogger {who} from {peer}: {count} more {what} in {seconds:.0f} s",
+                      who=session.name, serial=session.datalogger_serial, peer=session.peer,
+                      count=count, what=what, seconds=seconds)
 
     def identified(self):
         """
         The datalogger serial is now known: claim it, replacing an older
-        connection of the same datalogger.
+        connection of the same datalogger when that is plausibly the same
+        device reconnecting (see L{grott.session.takeover_refusal}).
+
+        @return: False when this connection is refused (and closing).
         """
         session = self.session
-        old = self.factory.registry.claim(session)
+        factory = self.factory
+        serial = session.datalogger_serial
+        if factory.allowed_serials is not None and serial not in factory.allowed_serials:
+            factory.refuse(session, "serial-not-allowed",
+                           f"serial {serial} is not in proxy.allowed_serials")
+            self.disconnect(f"serial {serial} not allowed")
+            return False
+        old = factory.registry.by_serial(serial)
+        if old is not None and old is not session:
+            refusal = takeover_refusal(old, session, factory.clock.seconds())
+            if refusal is not None:
+                factory.registry.refused_takeovers += 1
+                factory.refuse(session, "takeover", f"{serial} is live on {old.peer}: {refusal}")
+                self.disconnect(f"refused: {serial} is live on another connection")
+                return False
+        old = factory.registry.claim(session)
         self.log.debug("datalogger {serial} identified on connection from {peer}",
-                      serial=session.datalogger_serial, peer=session.peer)
+                       serial=serial, peer=session.peer)
         if old is not None:
             self.log.info("datalogger {serial} reconnected from {peer}; closing its "
                           "older connection from {old_peer}",
-                          serial=session.datalogger_serial, peer=session.peer,
-                          old_peer=old.peer)
-            if old.disconnect is not None:
-                old.disconnect("replaced by a newer connection")
+                          serial=serial, peer=session.peer, old_peer=old.peer)
+            old.disconnect("replaced by a newer connection")
+        return True
 
     # -- server -> datalogger ---------------------------------------------
 
-    def upstreamConnected(self, upstream):
-        self._connecting = None
-        if self._closing:
-            upstream.transport.loseConnection()
-            return
-        session = self.session
-        self.upstream = upstream
-        self._down = Framer()
-        session.upstream_state = CONNECTED
-        if session.mode == LOCAL:
-            # Back to relaying, at a packet boundary: everything the
-            # datalogger sent so far was answered locally.
-            self.log.info("datalogger {serial}: upstream {upstream} is back after "
-                          "{tries} retries; relaying again",
-                          serial=session.datalogger_serial, tries=self._retries,
-                          upstream=self.factory.upstream_label)
-            session.mode = RELAYING
-        self._retries = 0
-        pending, self._pending, self._pending_size = self._pending, [], 0
-        for data, packet in pending:
-            if packet is not None and self.factory.fallback_local \
-                    and packet.record_type not in COMMANDS:
-                self._remember(packet)
-        if pending:
-            upstream.transport.writeSequence([data for data, packet in pending])
-        upstream.transport.registerProducer(_Throttle(self.transport), True)
-        self.transport.registerProducer(upstream.transport, True)
-        self.transport.resumeProducing()
-        self.log.debug("datalogger from {peer}: upstream {upstream} connected",
-                       peer=session.peer, upstream=self.factory.upstream_label)
-
-    def upstreamFailed(self, reason):
-        self._connecting = None
-        if self._closing:
-            return
-        session = self.session
-        session.upstream_state = FAILED
-        factory = self.factory
-        if not factory.fallback_local:
-            self.log.error("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
-                           "{cause}; closing the datalogger connection",
-                           serial=session.datalogger_serial, peer=session.peer,
-                           upstream=factory.upstream_label, cause=_why(reason))
-            self.disconnect(f"upstream {factory.upstream_label} unreachable")
-            return
-        if session.mode == RELAYING:
-            self.log.warn("datalogger {serial} from {peer}: upstream {upstream} unreachable: "
-                          "{cause}; answering the datalogger locally and retrying",
-                          serial=session.datalogger_serial, peer=session.peer,
-                          upstream=factory.upstream_label, cause=_why(reason))
-            self.goLocal()
-        else:
-            self.log.debug("datalogger {serial}: upstream retry {tries} failed: {cause}",
-                           serial=session.datalogger_serial, tries=self._retries,
-                           cause=_why(reason))
-        self._scheduleRetry()
-
-    def goLocal(self):
-        """
-        Answer the datalogger ourselves from now on, starting with whatever
-        it sent that nobody answered.
-        """
-        session = self.session
-        session.mode = LOCAL
-        pending, self._pending, self._pending_size = self._pending, [], 0
-        unanswered, self._unanswered = self._unanswered, {}
-        for packet in unanswered.values():
-            self.answerLocally(packet)
-        for data, packet in pending:
-            if packet is not None:
-                self.answerLocally(packet)
-        self.transport.resumeProducing()
-
-    def _scheduleRetry(self):
-        factory = self.factory
-        delay = min(factory.retry_initial * 2 ** self._retries, factory.retry_max)
-        self._retries += 1
-        self.session.upstream_state = CONNECTING
-        self._retry = factory.clock.callLater(delay, self._reconnect)
-
-    def _reconnect(self):
-        self._retry = None
-        if not self._closing:
-            self._connecting = self.factory.connect_upstream(self)
-
     def fromUpstream(self, data):
         session = self.session
-        unanswered = self._unanswered
+        relay = self.relay
+        trace = self.factory.trace
+        write = self.transport.write
         for item in self._down.feed(data):
             if item.__class__ is Garbage:
                 session.bytes_out += len(item.data)
-                self.transport.write(item.data)
+                write(item.data)
                 continue
-            if unanswered:
-                unanswered.pop((item.record_type, item.sequence), None)
-            if logs.trace_packets:
-                self.trace(TO_DATALOGGER, item, None)
+            relay.fromCloud(item)
+            if trace is not None:
+                trace.packet(session, TO_DATALOGGER, item, None)
             if item.record_type in COMMANDS and self.cloudCommandDropped(item):
                 continue
             session.packets_out += 1
             session.bytes_out += len(item.raw)
             session.saw_server_packet(item)
-            self.transport.write(item.raw)
+            write(item.raw)
 
     def cloudCommandDropped(self, packet):
         """
@@ -421,177 +343,417 @@ class DataloggerProtocol(Protocol, TimeoutMixin):
         reason = policy.judge(packet)
         if reason is None:
             if redirect:
-                self.log.warn("datalogger {serial}: the cloud changes the server address: "
+                self.log.warn("datalogger {who}: the cloud changes the server address: "
                               "{command} (let through: proxy.protect_server_address is off)",
-                              serial=self.session.datalogger_serial, command=describe(packet))
+                              who=self.session.name, serial=self.session.datalogger_serial,
+                              command=describe(packet))
             return False
         self.session.commands_dropped += 1
         log = self.log.warn if redirect else self.log.info
-        log("datalogger {serial}: dropped a cloud command, {command}, because {reason}",
-            serial=self.session.datalogger_serial, command=describe(packet), reason=reason)
+        log("datalogger {who}: dropped a cloud command, {command}, because {reason}",
+            who=self.session.name, serial=self.session.datalogger_serial,
+            command=describe(packet), reason=reason)
         return True
 
-    def sendToDatalogger(self, data):
-        """
-        Send bytes grott built itself (a command, a local acknowledgement)
-        to the datalogger.  Callers send whole packets only, so they never
-        land inside a relayed packet: relaying is packet by packet too.
-        """
-        if self._closing:
-            return False
-        self.transport.write(data)
-        return True
+    def upstreamConnected(self, upstream):
+        self._connecting = None
+        self.upstream = upstream
+        self._down = Framer()
+        if not self.relay.upstreamConnected():
+            self.upstream = None
+            upstream.transport.loseConnection()
+
+    def upstreamFailed(self, reason):
+        self._connecting = None
+        self.relay.upstreamFailed(_why(reason))
 
     def upstreamLost(self, reason):
         self.upstream = None
-        self.session.upstream_state = CLOSED
         rest = self._down.flush()
-        if self._closing:
-            if rest:
-                self.transport.write(rest)
-            return
-        if not self.factory.fallback_local:
-            if rest:
-                self.transport.write(rest)
-            self._close(f"upstream closed ({_why(reason)})")
-            return
-        if rest:
-            # Half a packet from the cloud would garble what we answer next.
-            self.log.warn("datalogger {serial}: upstream closed in the middle of a packet; "
-                          "dropped its first {count} bytes",
-                          serial=self.session.datalogger_serial, count=len(rest))
-        self.log.warn("datalogger {serial}: upstream {upstream} closed ({cause}); answering "
-                      "the datalogger locally and retrying",
-                      serial=self.session.datalogger_serial,
-                      upstream=self.factory.upstream_label, cause=_why(reason))
-        self.transport.unregisterProducer()
-        self.goLocal()
-        self._scheduleRetry()
+        if self.relay.upstreamLost(_why(reason), len(rest)) and rest:
+            self.transport.write(rest)
+
+    # -- IDataloggerLink ----------------------------------------------------
+
+    def send(self, data):
+        """
+        Send bytes grott built itself (a command) to the datalogger.
+        Callers send whole packets only, so they never land inside a
+        relayed packet: relaying is packet by packet too.
+        """
+        if self.relay.state is CLOSING:
+            return False
+        self.toDatalogger(data)
+        return True
+
+    def disconnect(self, why):
+        """Close both sides (what was received is flushed first)."""
+        self.relay.close(why)
+
+    # -- IRelayDriver -------------------------------------------------------
+
+    def connectUpstream(self):
+        self._connecting = self.factory.connect_upstream(self)
+
+    def cancelConnect(self):
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+
+    def startTimer(self, delay):
+        self._timer = self.factory.clock.callLater(delay, self.relay.retryDue)
+
+    def cancelTimer(self):
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def startRelaying(self, held):
+        upstream = self.upstream
+        if held:
+            upstream.transport.writeSequence(held)
+        upstream.transport.registerProducer(upstream, True)
+        self._setProducer("upstream", upstream.transport)
+        self.log.debug("datalogger from {peer}: upstream {upstream} connected",
+                       peer=self.session.peer, upstream=self.factory.upstream_label)
+
+    def stopRelaying(self):
+        self._setProducer(None, None)
+
+    def answerLocally(self):
+        self._setProducer("gate", self)
+
+    def _setProducer(self, kind, producer):
+        if self._producer is not None:
+            self.transport.unregisterProducer()
+            if self._unread is not None:
+                self._unread = None
+                if self.relay.state is not CLOSING:
+                    self.transport.resumeProducing()
+        self._producer = kind
+        if producer is not None:
+            self.transport.registerProducer(producer, True)
+
+    def toDatalogger(self, data):
+        unread = self._unread
+        if unread is not None:
+            unread += len(data)
+            self._unread = unread
+            if unread > UNREAD_LIMIT:
+                self.log.warn("datalogger {who} from {peer} does not read grott's answers "
+                              "({count} bytes unread); closing it",
+                              who=self.session.name, serial=self.session.datalogger_serial,
+                              peer=self.session.peer, count=unread)
+                self.disconnect(f"not reading grott's answers ({unread} bytes unread)")
+                # A peer that does not read would hold a graceful close
+                # (which waits for the unread bytes) open for ever.
+                self.transport.abortConnection()
+                return
+        self.transport.write(data)
+
+    # IPushProducer of its own transport while answering locally: C{pause}
+    # means grott's answers are not being read.
+
+    def pauseProducing(self):
+        self.answersBlocked()
+
+    def resumeProducing(self):
+        self.answersFlowing()
+
+    def stopProducing(self):
+        pass
+
+    def answersBlocked(self):
+        """grott's answers are not being read: stop reading what asks for more."""
+        if self._unread is None:
+            self._unread = 0
+            self.transport.pauseProducing()
+
+    def answersFlowing(self):
+        if self._unread is not None:
+            self._unread = None
+            if self.relay.state is not CLOSING:
+                self.transport.resumeProducing()
+
+    def pauseReading(self):
+        self.transport.pauseProducing()
+
+    def resumeReading(self):
+        if self._unread is None:
+            self.transport.resumeProducing()
+
+    def closeBoth(self):
+        self.transport.loseConnection()
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
 
     # -- closing ------------------------------------------------------------
 
     def timeoutConnection(self):
         self.disconnect(f"idle for {self.factory.idle_timeout:g} s")
 
-    def disconnect(self, why):
-        """
-        Close both sides (what was received is flushed first).
-        """
-        if not self._closing:
-            self._close(why)
-
-    def _close(self, why):
-        self._closing = True
-        if self.session.closed_by is None:
-            self.session.closed_by = why
-        self._cancelRetry()
-        if self._connecting is not None:
-            self._connecting.cancel()
-        self.transport.loseConnection()
-        if self.upstream is not None:
-            self.upstream.transport.loseConnection()
-
-    def _cancelRetry(self):
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-
     def connectionLost(self, reason):
-        self.setTimeout(None)
         session = self.session
         if session is None:
             return
-        self._closing = True
-        self._cancelRetry()
-        if session.closed_by is None:
-            session.closed_by = "datalogger closed the connection"
+        self.relay.dataloggerLost()
+        if self._throttle is not None:
+            self._throttle.stop()
         rest = self._up.flush()
         if self.upstream is not None:
             if rest:
                 self.upstream.transport.write(rest)
             self.upstream.transport.loseConnection()
-        elif self._connecting is not None:
-            self._connecting.cancel()
         factory = self.factory
         factory.registry.remove(session)
-        factory.connections.discard(self)
+        factory.forget(self)
         now = factory.clock.seconds()
         self.log.info(
-            "datalogger {serial} from {peer} disconnected ({closed_by}) after {age:.0f} s: "
+            "datalogger {who} from {peer} disconnected ({closed_by}) after {age:.0f} s: "
             "{packets_in} packets / {bytes_in} bytes in, {packets_out} packets / "
-            "{bytes_out} bytes out",
-            serial=session.datalogger_serial, peer=session.peer, closed_by=session.closed_by,
-            age=now - session.connected_since, packets_in=session.packets_in,
-            bytes_in=session.bytes_in, packets_out=session.packets_out,
-            bytes_out=session.bytes_out, inverters=list(session.inverters.values()))
-        if session.datalogger_serial is not None:
-            logs.packets.debug("session of {serial} closed", serial=session.datalogger_serial,
-                              session_closed=True)
+            "{bytes_out} bytes out, {local_acks} packets / {local_bytes} bytes answered "
+            "by grott",
+            who=session.name, serial=session.datalogger_serial, peer=session.peer,
+            closed_by=session.closed_by, age=now - session.connected_since,
+            packets_in=session.packets_in, bytes_in=session.bytes_in,
+            packets_out=session.packets_out, bytes_out=session.bytes_out,
+            local_acks=session.local_acks, local_bytes=session.local_bytes,
+            inverters=list(session.inverters.values()))
+        if factory.trace is not None and session.datalogger_serial is not None:
+            factory.trace.sessionClosed(session)
         if factory.commands is not None:
             factory.commands.sessionClosed(session)
-        self.closed.callback(None)
+        session.link = None
+        if self._closed is not None:
+            self._closed.callback(None)
+        self._closed = True
 
-    # -- tracing -----------------------------------------------------------
+    def whenClosed(self):
+        """A Deferred that fires once this connection is gone."""
+        if self._closed is True:
+            return defer.succeed(None)
+        if self._closed is None:
+            self._closed = defer.Deferred()
+        return self._closed
 
-    def trace(self, direction, packet, record):
-        logs.packets.debug(
+
+@implementer(IPacketTrace)
+class PacketTrace:
+    """
+    Packet tracing into a logger (grott's C{grott.packets} namespace, which
+    the per-datalogger log files and the debug level read).
+    """
+
+    def __init__(self, log):
+        self.log = log
+
+    def packet(self, session, direction, packet, record):
+        self.log.debug(
             "{serial} {direction} {record_name} {hex}",
-            serial=self.session.datalogger_serial, direction=direction,
+            serial=session.datalogger_serial, direction=direction,
             record_type=int(packet.record_type), record_name=packet.record_name,
             hex=packet.raw.hex(), record=record.as_dict() if record is not None else None)
 
+    def sessionClosed(self, session):
+        self.log.debug("session of {serial} closed", serial=session.datalogger_serial,
+                       session_closed=True)
 
-def _why(reason):
-    value = getattr(reason, "value", reason)
-    text = str(value) or value.__class__.__name__
-    return text.strip().rstrip(".")
+
+@implementer(IRecordSink)
+class ProxiedDataloggerProtocol(DataloggerProtocol):
+    """
+    A datalogger connection behind HAProxy (C{proxy.listen: haproxy:...}).
+
+    Twisted's PROXY-protocol wrapper connects this protocol before it has
+    read the header, so at C{connectionMade} the peer is still HAProxy.  The
+    wrapper hands on only the bytes after the header, so the session starts
+    with the first of them: its peer, C{proxy.allowed_networks} and the
+    same-address takeover rule then see the datalogger's own address, and a
+    connection that never sends a header (a port scan, a stray health check)
+    never opens an upstream connection.
+    """
+
+    _header_wait = None
+
+    def connectionMade(self):
+        factory = self.factory
+        self._header_wait = factory.clock.callLater(factory.idle_timeout, self._noHeader)
+
+    def dataReceived(self, data):
+        if self.session is None:
+            self._cancelHeaderWait()
+            if not self.factory.networkAllowed(self.transport.getPeer()):
+                self.transport.loseConnection()
+                return
+            DataloggerProtocol.connectionMade(self)
+        DataloggerProtocol.dataReceived(self, data)
+
+    def _noHeader(self):
+        self._header_wait = None
+        self.log.info("connection from {peer} sent no datalogger bytes in {seconds:g} s "
+                      "(behind HAProxy); closing it", peer=str(self.transport.getPeer()),
+                      seconds=self.factory.idle_timeout)
+        self.transport.loseConnection()
+
+    def _cancelHeaderWait(self):
+        if self._header_wait is not None and self._header_wait.active():
+            self._header_wait.cancel()
+        self._header_wait = None
+
+    def connectionLost(self, reason):
+        if self.session is None:
+            self._cancelHeaderWait()
+            self.factory.forget(self)
+            return
+        DataloggerProtocol.connectionLost(self, reason)
+
+
+class _CallableSink:
+    """A plain C{on_record(packet, record)} callable as a record sink."""
+
+    def __init__(self, on_record):
+        self.on_record = on_record
+
+    def wantsRecords(self):
+        return True
+
+    def deliver(self, packet, record):
+        self.on_record(packet, record)
 
 
 class ProxyFactory(ServerFactory):
     """
     Accepts dataloggers and holds what their protocols share.
 
-    @ivar decode: C{decode(packet, device_type_code) -> record or None}.
-    @ivar on_record: C{on_record(packet, record)}, called for every record.
-    @ivar commands: the command socket's hook (L{CommandHook}), or None.
+    @ivar decode: C{decode(packet, device_type_code) -> record or None}, or
+        None to decode nothing.
+    @ivar sink: the L{IRecordSink} for decoded records, or None.
+    @ivar commands: the command socket's L{ICommandHook}, or None.
+    @ivar trace: the L{IPacketTrace} packets are traced to, or None (off).
     @ivar upstream: the client endpoint of the Growatt server, or None for
         cloud-free mode.
+    @ivar settings: the L{RelaySettings} every connection's machine reads.
     """
 
     protocol = DataloggerProtocol
     log = Logger()
     noisy = False
 
-    retry_initial = 1.0
-
     def __init__(self, upstream, registry, clock, *, upstream_label=None, connect_timeout=10.0,
                  idle_timeout=600.0, max_dataloggers=None, pending_limit=65536, decode=None,
-                 on_record=None, commands=None, fallback="close", retry_max=30.0,
-                 policy=None, set_time="auto", timezone=None):
+                 on_record=None, sink=None, commands=None, fallback="close", retry_max=30.0,
+                 policy=None, set_time="auto", timezone=None, trace=None,
+                 allowed_serials=None, allowed_networks=None, proxied=False):
         self.upstream = upstream
-        self.fallback_local = fallback == "local"
-        self.retry_max = retry_max
+        #: Behind HAProxy's PROXY protocol (proxy.listen: haproxy:...).
+        self.proxied = proxied
+        if proxied:
+            self.protocol = ProxiedDataloggerProtocol
         self.policy = policy if policy is not None else CloudCommandPolicy()
-        self.set_time = set_time
-        self.timezone = timezone
-        self.upstream_label = upstream_label or str(upstream)
         self.registry = registry
         self.clock = clock
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.max_dataloggers = max_dataloggers
-        self.pending_limit = pending_limit
         self.decode = decode
-        self.on_record = on_record
+        if sink is None and on_record is not None:
+            sink = _CallableSink(on_record)
+        self.sink = sink
         self.commands = commands
+        self.trace = trace
+        #: a set of serials, or None for any
+        self.allowed_serials = None if allowed_serials is None else frozenset(allowed_serials)
+        #: a list of ipaddress networks, or None for any address
+        self.allowed_networks = None if allowed_networks is None else [
+            ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+        self._refused = set()
+        self._sweep = None
         self.connections = set()
+        self.settings = RelaySettings(
+            cloud=upstream is not None, fallback_local=fallback == "local", clock=clock,
+            upstream_label=upstream_label or str(upstream), retry_max=retry_max,
+            pending_limit=pending_limit, set_time=set_time, timezone=timezone)
 
-    def wants_clock_set(self, mode):
-        if self.set_time == "auto":
-            return mode == CLOUD_FREE
-        return bool(self.set_time)
+    def _setting(name, doc):
+        return property(lambda self: getattr(self.settings, name),
+                        lambda self, value: setattr(self.settings, name, value), doc=doc)
+
+    fallback_local = _setting("fallback_local", "Answer locally when the cloud is away.")
+    retry_initial = _setting("retry_initial", "First retry delay, seconds.")
+    retry_max = _setting("retry_max", "Longest retry delay, seconds.")
+    upstream_label = _setting("upstream_label", "The upstream as logs name it.")
+    pending_limit = _setting("pending_limit", "Bytes held before the upstream is up.")
+    del _setting
+
+    def wantsRecord(self, packet):
+        """
+        Whether to decode a register record: an announce always (it tells
+        the device type the next records decode by, and comes once per
+        connection), others only when something consumes records.
+        """
+        if self.decode is None:
+            return False
+        if packet.record_type == RecordType.ANNOUNCE or self.trace is not None:
+            return True
+        sink = self.sink
+        return sink is not None and sink.wantsRecords()
+
+    def startFactory(self):
+        if self.upstream is None:
+            self.log.info("no upstream (proxy.upstream: none): grott answers every "
+                          "datalogger itself (cloud-free)")
+        else:
+            self.log.info("relaying dataloggers to {upstream}", upstream=self.upstream_label)
+
+    def refuse(self, session, kind, why):
+        """
+        Log a refused datalogger once per kind, serial and address; the
+        registry counts them all (a peer retrying cannot flood the log).
+        """
+        key = (kind, session.datalogger_serial, session.host)
+        if key in self._refused:
+            return
+        if len(self._refused) >= _REFUSALS_REMEMBERED:
+            self._refused.clear()
+        self._refused.add(key)
+        self.log.warn("refusing datalogger {who} from {peer}: {why} (logged once)",
+                      who=session.name, serial=session.datalogger_serial, peer=session.peer,
+                      why=why)
+
+    def _networkAllowed(self, addr):
+        host = getattr(addr, "host", None)
+        if self.allowed_networks is None or host is None:
+            return True
+        try:
+            address = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allowed_networks)
+
+    def networkAllowed(self, addr):
+        """
+        Whether C{addr} may connect (C{proxy.allowed_networks}); a refusal
+        is counted, and logged once per address.
+        """
+        if self._networkAllowed(addr):
+            return True
+        self.registry.rejected += 1
+        key = ("network", None, addr.host)
+        if key not in self._refused:
+            if len(self._refused) >= _REFUSALS_REMEMBERED:
+                self._refused.clear()
+            self._refused.add(key)
+            self.log.warn("refusing datalogger from {peer}: not in proxy.allowed_networks "
+                          "(logged once per address)", peer=addr.host)
+        return False
 
     def buildProtocol(self, addr):
+        # Behind HAProxy, addr is HAProxy's: the datalogger's own address is
+        # checked once the PROXY header told it (ProxiedDataloggerProtocol).
+        if not self.proxied and not self.networkAllowed(addr):
+            return None
         limit = self.max_dataloggers
         if limit is not None and len(self.registry) >= limit:
             self.registry.rejected += 1
@@ -601,7 +763,38 @@ class ProxyFactory(ServerFactory):
             return None
         protocol = ServerFactory.buildProtocol(self, addr)
         self.connections.add(protocol)
+        if self._sweep is None:
+            self._sweep = self.clock.callLater(self._sweepInterval(), self._sweepIdle)
         return protocol
+
+    # One timer for every connection's idle timeout, instead of one per
+    # connection: thousands of mostly idle dataloggers then cost one
+    # DelayedCall (and a scan of them per tick), not thousands.
+
+    def _sweepInterval(self):
+        return min(1.0, self.idle_timeout / 10)
+
+    def _sweepIdle(self):
+        self._sweep = None
+        now = self.clock.seconds()
+        idle = self.idle_timeout
+        for protocol in list(self.connections):
+            session = protocol.session
+            if session is None:
+                continue
+            last = session.last_packet_at
+            if now - (session.connected_since if last is None else last) >= idle:
+                protocol.timeoutConnection()
+        if self.connections:
+            self._sweep = self.clock.callLater(self._sweepInterval(), self._sweepIdle)
+
+    def forget(self, protocol):
+        """C{protocol}'s connection is gone; the sweep stops with the last one."""
+        self.connections.discard(protocol)
+        if not self.connections and self._sweep is not None:
+            if self._sweep.active():
+                self._sweep.cancel()
+            self._sweep = None
 
     def connect_upstream(self, datalogger):
         """
@@ -620,21 +813,26 @@ class ProxyFactory(ServerFactory):
         """
         waiting = []
         for protocol in list(self.connections):
-            if protocol.session is None or protocol.closed.called:
+            if protocol.session is None:
+                # Behind HAProxy, still waiting for its first bytes.
+                if protocol.transport is not None:
+                    protocol.transport.loseConnection()
                 continue
-            waiting.append(protocol.closed)
+            if protocol._closed is True:
+                continue
+            waiting.append(protocol.whenClosed())
             protocol.disconnect(why)
         return defer.DeferredList(waiting)
 
 
+@implementer(ICommandHook)
 class CommandHook:
     """
-    What the proxy asks of the command socket (see L{grott.commands}).
+    A command hook that claims nothing (the relay without a command socket).
     """
 
     def consume(self, session, packet):
-        """Return True when C{packet} answers a grott command (not forwarded)."""
         return False
 
     def sessionClosed(self, session):
-        """Fail the commands still waiting on C{session}."""
+        pass

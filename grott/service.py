@@ -29,7 +29,8 @@ from twisted.internet.error import CannotListenError
 
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory, is_loopback
-from grott.config import ConfigError
+from grott.config import ConfigError, allowed_serials
+from grott.instance import instance_id
 from grott.interfaces import IGrottObserver
 from grott.logs import Logger, LoggingService, bind_proxy_tracing
 from grott.metrics import (
@@ -41,7 +42,7 @@ from grott.metrics import (
 from grott.monitor import check_ready, make_site
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
-from grott.proxy import ProxyFactory
+from grott.proxy import PacketTrace, ProxyFactory
 from grott.registers import Decoder
 from grott.session import Registry
 from grott.stats import StatsService, report_data, report_lines
@@ -93,9 +94,18 @@ class ProxyService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, factory, listen, reactor, max_dataloggers="auto"):
+    def __init__(self, factory, listen, reactor, max_dataloggers="auto", trace=None,
+                 instance_id=None):
+        """
+        @param trace: a callable returning the packet trace (an
+            L{grott.interfaces.IPacketTrace}, or None when tracing is off),
+            asked at start, when the logging service has settled the level.
+        @param instance_id: this grott's C{instance.id}, for the start-up line.
+        """
         service.MultiService.__init__(self)
+        self.instance_id = instance_id
         self.factory = factory
+        self.trace = trace
         self.reactor = reactor
         self.max_setting = max_dataloggers
         listener = strports.service(listen, factory, reactor=reactor)
@@ -114,8 +124,14 @@ class ProxyService(service.MultiService):
                               "({soft}) only allows {allowed}", max=self.max_setting,
                               soft=soft, allowed=allowed)
         service.MultiService.privilegedStartService(self)
-        self.log.info("grott can hold {count} dataloggers (open-file limit {soft})",
+        self.log.info("grott instance {instance} can hold {count} dataloggers "
+                      "(open-file limit {soft})", instance=self.instance_id,
                       count=self.factory.max_dataloggers, soft=soft)
+
+    def startService(self):
+        if self.trace is not None:
+            self.factory.trace = self.trace()
+        service.MultiService.startService(self)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -240,6 +256,20 @@ def validate(config):
     makeDecoder(config)
 
 
+def _allowed_serials(config):
+    """
+    C{proxy.allowed_serials} as a list, or None when any serial may connect;
+    a serials file that became unreadable since the config was checked is
+    a L{ConfigError}.
+    """
+    try:
+        serials = allowed_serials(config.proxy.allowed_serials)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{config.source}: proxy.allowed_serials: cannot read the serials "
+                          f"file: {getattr(e, 'strerror', None) or e}") from None
+    return serials or None
+
+
 def makeService(config, reactor):
     """
     Build the grott service tree for C{config} on C{reactor}.
@@ -247,9 +277,11 @@ def makeService(config, reactor):
     check_command(config)
     top = GrottService()
     top.setName("grott")
+    top.instance_id = instance_id(config)
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
-    # Until the proxy's factory takes logging.tracing itself (issue 14).
+    # The proxy takes logging.tracing itself (ProxyService, at start); this
+    # only keeps grott.logs.trace_packets true to it for older readers.
     bind_proxy_tracing(logging.tracing)
     plugins = PluginHost(config, reactor)
     plugins.setName("plugins")
@@ -268,28 +300,35 @@ def makeService(config, reactor):
         pending_limit=config.proxy.pending_limit,
         decode=count_decoding(decoder.decode, registry.totals,
                               partial(_family_of, registry)),
-        on_record=plugins.deliver,
+        sink=plugins,
         fallback=proxyConfig.upstream_fallback,
         retry_max=proxyConfig.retry_max,
         policy=CloudCommandPolicy(proxyConfig.cloud_commands,
                                   proxyConfig.protect_server_address),
         set_time=proxyConfig.set_time,
         timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
+        allowed_serials=_allowed_serials(config),
+        allowed_networks=[str(n) for n in proxyConfig.allowed_networks] or None,
+        proxied=proxyConfig.listen.startswith("haproxy:"),
     )
     for runner in plugins.runners:
         if IGrottObserver.providedBy(runner.plugin) and not runner.blocking:
             runner.plugin.watchGrott(registry, partial(grott_status, registry, plugins))
             registry.observers.append(runner.plugin)
-    proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers)
+    tracing = logging.tracing
+    proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers,
+                         trace=lambda: PacketTrace(tracing.log) if tracing.enabled else None,
+                         instance_id=top.instance_id)
     proxy.setName("proxy")
 
     extra = [commands.report_lines, partial(plugin_lines, plugins)]
 
     def report():
-        return report_lines(registry, reactor.seconds(), extra=extra)
+        return report_lines(registry, reactor.seconds(), extra=extra,
+                            instance=top.instance_id)
 
     def report_json():
-        data = report_data(registry, reactor.seconds())
+        data = report_data(registry, reactor.seconds(), top.instance_id)
         data["commands"] = commands.report()
         data["plugins"] = plugins.stats()
         data["observers"] = {runner.name: runner.plugin.reportData()
@@ -307,7 +346,8 @@ def makeService(config, reactor):
     if config.metrics.listen != "none":
         collector = GrottCollector(registry, reactor, commands=commands,
                                    plugins=plugins.stats,
-                                   capacity=lambda: factory.max_dataloggers)
+                                   capacity=lambda: factory.max_dataloggers,
+                                   instance=top.instance_id)
 
         def readiness():
             return check_ready(top.running and proxy.running, factory.numPorts > 0,

@@ -10,11 +10,11 @@ without touching transports.
 import collections
 import itertools
 
-from grott.codec import RecordType
+from grott.codec import REGISTER_RECORDS, RecordType
 from grott.counters import Totals
 from grott.logs import Logger
 
-__all__ = ["Registry", "Session"]
+__all__ = ["TAKEOVER_SILENCE", "Registry", "Session", "takeover_refusal"]
 
 #: In the reason of garbage that was a frame whose CRC did not match.
 _CRC = "crc"
@@ -31,20 +31,21 @@ NONE = "none"
 
 class Session:
     """
-    One datalogger connection.
+    One datalogger connection: plain data, updated by the relay.
 
-    @ivar disconnect: a callable that closes this session's connections,
-        set by the proxy; the registry calls it when the same datalogger
-        connects again.
+    @ivar link: the connection itself as an
+        L{grott.interfaces.IDataloggerLink} (set by the proxy), or None;
+        L{send} and L{disconnect} go through it, so nothing here holds a
+        callable into the protocol.
     """
 
-    def __init__(self, peer, now, disconnect=None, send=None):
+    def __init__(self, peer, now, link=None, host=None):
         self.id = next(_ids)
         self.peer = peer
+        #: the peer's address without the port (None for unix sockets)
+        self.host = host
         self.connected_since = now
-        self.disconnect = disconnect
-        #: send(bytes) -> bool: write a whole packet to the datalogger
-        self.send = send
+        self.link = link
         self.datalogger_serial = None
         #: device address -> inverter serial, in the order first seen
         self.inverters = {}
@@ -60,16 +61,38 @@ class Session:
         self.parse_errors = 0
         self.garbage_bytes = 0
         self.records = 0
+        #: packets and bytes grott answered itself (no cloud, or cloud away)
         self.local_acks = 0
+        self.local_bytes = 0
         self.commands = 0
         self.commands_dropped = 0
         self.last_packet_at = None
+        #: the longest silence between two of its packets so far, seconds
+        self.longest_gap = 0.0
         self.last_record_at = None
         #: inverter family of the last decoded record
         self.family = None
         self.closed_by = None
         #: process-wide counters; the registry hands over its own in add()
         self.totals = Totals()
+
+    def send(self, data):
+        """
+        Write whole packets grott built to this datalogger; False when its
+        connection is gone or closing.
+        """
+        link = self.link
+        return link is not None and link.send(data)
+
+    def disconnect(self, why):
+        """Close this datalogger's connection (and its upstream)."""
+        if self.link is not None:
+            self.link.disconnect(why)
+
+    @property
+    def name(self):
+        """The datalogger as log lines name it, before and after it said its serial."""
+        return self.datalogger_serial or "unidentified"
 
     @property
     def inverter_serial(self):
@@ -98,6 +121,9 @@ class Session:
         @return: the datalogger serial if this packet made it known.
         """
         self.packets_in += 1
+        last = self.last_packet_at
+        if last is not None and now - last > self.longest_gap:
+            self.longest_gap = now - last
         self.last_packet_at = now
         entry = self.totals.traffic_in.get(packet.record_type)
         if entry is None:
@@ -112,7 +138,7 @@ class Session:
             serial = packet.datalogger_serial
             if serial is not None:
                 self.datalogger_serial = learned = serial
-        if packet.record_type in _INVERTER_RECORDS:
+        if packet.record_type in REGISTER_RECORDS:
             if packet.record_type != RecordType.ANNOUNCE:
                 self.last_record_at = now
             inverter = packet.inverter_serial
@@ -168,17 +194,41 @@ class Session:
             "parse_errors": self.parse_errors,
             "garbage_bytes": self.garbage_bytes,
             "local_acks": self.local_acks,
+            "local_bytes": self.local_bytes,
             "commands_dropped": self.commands_dropped,
             "last_packet_age": None if self.last_packet_at is None
             else round(now - self.last_packet_at, 1),
         }
 
 
+#: The least silence after which an older connection of a datalogger may be
+#: taken over from another address (seconds).
+TAKEOVER_SILENCE = 60.0
+
+
+def takeover_refusal(old, new, now):
+    """
+    Why C{new} may not take over the serial of the live session C{old}, or
+    None when it may: it comes from the same address (the same datalogger
+    reconnecting, also behind NAT), or C{old} has been silent for more than
+    twice its longest gap between packets so far (at least
+    L{TAKEOVER_SILENCE}), as a datalogger that went away is.  Anything else
+    is another device claiming a live serial: refusing it keeps a spoofed
+    serial from cutting off the real datalogger.
+    """
+    if old.host is None or old.host == new.host:
+        return None
+    last = old.last_packet_at if old.last_packet_at is not None else old.connected_since
+    expected = max(2 * old.longest_gap, TAKEOVER_SILENCE)
+    silent = now - last
+    if silent > expected:
+        return None
+    return f"it sent a packet {silent:.0f} s ago (taken over after {expected:.0f} s of silence)"
+
+
 #: Session counters the registry keeps totals of past the session's end.
 SUMMED = ("packets_in", "packets_out", "bytes_in", "bytes_out", "records", "parse_errors",
-          "garbage_bytes", "local_acks", "commands", "commands_dropped")
-
-_INVERTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
+          "garbage_bytes", "local_acks", "local_bytes", "commands", "commands_dropped")
 
 
 class Registry:
@@ -200,6 +250,7 @@ class Registry:
         self.closed = 0
         self.rejected = 0
         self.replaced = 0
+        self.refused_takeovers = 0
         self.totals = Totals()
         #: what closed sessions counted (see L{sum})
         self._gone = collections.Counter()

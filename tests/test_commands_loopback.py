@@ -19,12 +19,16 @@ from twisted.trial.unittest import TestCase
 from grott.codec import COMMANDS, InverterReadRequest, RecordType
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import config_from_string
-from grott.testing.fakecloud import FakeCloud
 from grott.proxy import ProxyFactory
 from grott.service import makeService
 from grott.session import Registry
-from grott.testing.simulator import DataloggerFactory, DataloggerSpec, SimulatedDatalogger
 from grott.stats import report_lines
+from grott.testing.fakecloud import FakeCloud
+from grott.testing.simulator import (
+    DataloggerFactory,
+    DataloggerSpec,
+    SimulatedDatalogger,
+)
 
 TIMEOUT = 10.0
 

@@ -7,15 +7,15 @@ cloud-free mode, and a server-address write blocked while data flows.
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from grott.codec import ConfigSetRequest, InverterReadRequest
 from grott.config import config_from_string
-from grott.testing.fakecloud import FakeCloud
 from grott.proxy import CLOUD_FREE, LOCAL, RELAYING
 from grott.service import makeService
+from grott.testing.fakecloud import FakeCloud
 from grott.testing.simulator import DataloggerFactory, DataloggerSpec
+from tests.waiting import until
 
 
 class Base(TestCase):
@@ -79,10 +79,7 @@ class FallbackLoopbackTests(Base):
         port = yield self.startGrott(f"tcp:127.0.0.1:{cloudPort.getHost().port}")
         datalogger = self.datalogger(port, "DROPPED001", interval=0.05, records=10)
         # The cloud drops the connection on the third packet (unacked).
-        for _ in range(250):
-            if cloud.dropped:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
+        yield until(reactor, lambda: cloud.dropped, "the cloud to drop the connection")
         self.assertEqual(cloud.dropped, 1)
         cloud.drop_after = None
         yield datalogger.state.when_done()
@@ -92,10 +89,7 @@ class FallbackLoopbackTests(Base):
         self.assertEqual(stats.unmatched_acks, 0)
         session = self.top.registry.by_serial("DROPPED001")
         self.assertGreater(session.local_acks, 0)
-        for _ in range(100):
-            if session.mode == RELAYING:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
+        yield until(reactor, lambda: session.mode == RELAYING, "grott to relay again")
         self.assertEqual(session.mode, RELAYING)
         self.assertGreater(cloud.count("DROPPED001", 0x04), 2)
 

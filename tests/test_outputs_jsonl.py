@@ -7,13 +7,13 @@ import json
 import os
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from grott.outputs import jsonenc
 from grott.outputs.jsonl import JsonlOutput
 from grott.pluginhost import PluginHost
 from tests.pluginhelpers import DATA_VECTORS, make_config, numbered, packet_and_record
+from tests.waiting import plugins_idle
 
 
 def _lines(path):
@@ -88,8 +88,8 @@ class JsonlThroughTheHostTests(unittest.TestCase):
         async def run():
             for packet, record in pairs:
                 host.deliver(packet, record)
-            while host.stats()[0]["delivered"] < 5:
-                await deferLater(reactor, 0.01, lambda: None)
+            await plugins_idle(host)
+            self.assertEqual(host.stats()[0]["delivered"], 5)
             await host.stopService()
             lines = [json.loads(line) for line in _lines(path)]
             self.assertEqual([line["values"]["seq"] for line in lines], [0, 1, 2, 3, 4])

@@ -25,6 +25,7 @@ from tests.pluginhelpers import (
     numbered,
     packet_and_record,
 )
+from tests.waiting import until
 
 
 def _events(test):
@@ -240,8 +241,7 @@ class ThreadTests(unittest.TestCase):
     timeout = 20
 
     async def _wait_until(self, predicate):
-        while not predicate():
-            await _later(0.01)
+        await until(reactor, predicate, "the plugins to see the records")
 
     def test_blocking_plugin_runs_in_the_pool(self):
         blocking, fast = Blocking(), Recorder()

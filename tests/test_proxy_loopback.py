@@ -9,7 +9,6 @@ import signal
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
@@ -21,6 +20,7 @@ from grott.service import makeService
 from grott.session import Registry
 from tests import relayhelpers
 from tests.vectors import VECTORS, raw
+from tests.waiting import until
 
 UP = [bytes.fromhex(v["hex"]) for v in VECTORS if v["direction"] == "datalogger->server"]
 DOWN = [bytes.fromhex(v["hex"]) for v in VECTORS if v["direction"] == "server->datalogger"]
@@ -190,8 +190,8 @@ class BackpressureTests(LoopbackBase):
         flooder = yield self.connect(Flooder)
         yield self.cloud.connected
         [protocol] = list(self.factory.connections)
-        while protocol.upstream is None:
-            yield deferLater(reactor, 0, lambda: None)
+        yield until(reactor, lambda: protocol.upstream is not None,
+                    "grott's upstream connection")
         # grott's datalogger transport is paused by the upstream transport
         # (its producer) once the upstream's buffer is full.
         paused = defer.Deferred()

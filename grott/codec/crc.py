@@ -6,11 +6,13 @@ The pure-Python version works on 16-bit words through a 65,536-entry table:
 for a 16-bit CRC, XOR-ing a whole little-endian word into the register and
 looking the result up is the same as two byte steps, so the interpreter loop
 runs half as often (about 12 us for a 585-byte packet instead of 36 us).
-When the optional C-backed C{fastcrc} package is installed (the
-C{speedups} extra) it is used instead (about 0.2 us); both are checked
-against each other by the test suite.
+The C-backed C{fastcrc} package (a dependency of grott) is used instead
+when it imports (about 0.2 us); the pure-Python one stays for platforms
+without a fastcrc wheel.  Both are checked against each other by the test
+suite.
 """
 
+import functools
 import sys
 
 __all__ = ["IMPLEMENTATION", "crc16", "crc16_python"]
@@ -29,7 +31,12 @@ def _byte_table():
 _T8 = _byte_table()
 
 
+@functools.cache
 def _word_table():
+    """
+    The word table (about 3 MB), built on first use: with fastcrc it is
+    never needed, and every process would carry it for nothing.
+    """
     t8 = _T8
     table = [0] * 65536
     for index in range(65536):
@@ -38,7 +45,6 @@ def _word_table():
     return table
 
 
-_T16 = _word_table()
 _LITTLE = sys.byteorder == "little"
 
 
@@ -46,7 +52,7 @@ def crc16_python(data):
     """
     Compute CRC-16/MODBUS of C{data} (any bytes-like object) in pure Python.
     """
-    table = _T16
+    table = _word_table()
     crc = 0xFFFF
     view = memoryview(data).cast("B")
     even = len(view) & ~1

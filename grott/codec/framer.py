@@ -80,6 +80,9 @@ class Framer:
     Incremental packet framer; feed it chunks, get packets and garbage back.
     """
 
+    # Two per relayed connection: slots keep thousands of them small.
+    __slots__ = ("_buffer", "_in_step", "garbage_bytes", "max_length", "packets")
+
     def __init__(self, max_length=MAX_LENGTH):
         self.max_length = max_length
         self._buffer = b""

@@ -24,6 +24,7 @@ __all__ = [
     "MAX_LENGTH",
     "MIN_LENGTH",
     "PROTOCOLS",
+    "REGISTER_RECORDS",
     "SCRAMBLED_PROTOCOLS",
     "Packet",
     "RecordType",
@@ -74,6 +75,12 @@ ACKNOWLEDGED = frozenset({
     RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA,
     RecordType.METER_DATA, RecordType.METER_LOG,
 })
+
+#: Records that carry inverter registers (what the register decoder reads).
+REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
+
+#: Records with an inverter serial after the datalogger's serial field.
+_INVERTER_SERIAL_RECORDS = REGISTER_RECORDS | {RecordType.METER_DATA}
 
 #: Records a server sends as commands (the datalogger answers with the same type).
 COMMANDS = frozenset({
@@ -194,8 +201,7 @@ class Packet:
         """
         The inverter serial of register-carrying records, or C{None}.
         """
-        if self.record_type not in (RecordType.ANNOUNCE, RecordType.DATA,
-                                    RecordType.BUFFERED_DATA, RecordType.METER_DATA):
+        if self.record_type not in _INVERTER_SERIAL_RECORDS:
             return None
         start = self.serial_field_size
         return _text(self.payload[start:start + 10])

@@ -19,8 +19,8 @@ import datetime
 import struct
 
 from grott.codec import (
+    REGISTER_RECORDS,
     PacketError,
-    RecordType,
     build_packet,
     serial_field,
     serial_field_size,
@@ -37,9 +37,6 @@ __all__ = [
     "parse_timestamp",
     "walk",
 ]
-
-#: Record types whose bodies carry register blocks.
-REGISTER_RECORDS = frozenset({RecordType.ANNOUNCE, RecordType.DATA, RecordType.BUFFERED_DATA})
 
 _HEADER_OFFSET = 8          # payload offset 0 is packet offset 8
 _TIMESTAMP_SIZE = 6

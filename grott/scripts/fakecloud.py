@@ -15,8 +15,8 @@ from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from grott.testing.fakecloud import FakeCloud
 from grott.scripts._running import begin_logging, react_main
+from grott.testing.fakecloud import FakeCloud
 
 
 class Options(usage.Options):

@@ -1,0 +1,34 @@
+"""
+Waiting on loopback tests: for the event itself where grott offers one (a
+Deferred), otherwise a poll of the condition with a deadline that fails the
+test with what it was waiting for.  Never a fixed sleep.
+"""
+
+from twisted.internet import defer
+from twisted.internet.task import deferLater
+
+
+def until(reactor, condition, what, seconds=10.0, interval=0.01):
+    """
+    A Deferred that fires once C{condition()} is true, checked every
+    C{interval} seconds; fails with C{AssertionError} naming C{what} after
+    C{seconds}.
+    """
+
+    async def poll():
+        deadline = reactor.seconds() + seconds
+        while not condition():
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+            await deferLater(reactor, interval, lambda: None)
+
+    return defer.ensureDeferred(poll())
+
+
+def plugins_idle(host):
+    """
+    A Deferred that fires when every plugin of C{host} (a
+    L{grott.pluginhost.PluginHost}) has delivered what it was given: its
+    C{delivered} counters are final then.
+    """
+    return defer.gatherResults([runner.when_idle() for runner in host.runners])
