@@ -70,8 +70,7 @@ class MqttSink:
         return self.output.connected
 
     def encode(self, record):
-        output = self.output
-        messages = output._route(record, output.log)
+        messages = self.output.route(record)
         if not messages:
             return None
         return encode_messages(messages)
