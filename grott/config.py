@@ -31,6 +31,7 @@ __all__ = [
     "in_file_order",
     "load_config",
     "problem_line",
+    "seconds",
     "without_line",
 ]
 
@@ -361,6 +362,136 @@ class MqttConfig:
     discovery_prefix: str = _field("homeassistant", _topic)
     #: Announce every value (raw reg_N too, disabled by default), not only the curated ones.
     discovery_all: bool = _field(False)
+    #: Keep records on disk until the broker has them (outputs.spool); false
+    #: keeps them in memory (plugins.queue_size) while the broker is away.
+    spool: bool = _field(True)
+
+
+def _http_url(value):
+    from urllib.parse import urlsplit
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an http:// or https:// URL with a host, got {value!r}"
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment"
+
+
+def _nonempty(value):
+    if not value:
+        return "must not be empty"
+
+
+@dataclasses.dataclass(frozen=True)
+class InfluxdbConfig:
+    #: The server: http://host:8086, or https:// (certificate checked).
+    url: str = _field("http://localhost:8086", _http_url)
+    #: 1 (InfluxDB 1.x: database, username, password, retention_policy) or
+    #: 2 (InfluxDB 2.x/3.x: org, bucket, token).
+    version: int = _field(1, _choices(1, 2))
+    database: str = _field("grott")
+    username: str = _field("")
+    password: str = _field("", secret=True)
+    #: "": the database's default retention policy.
+    retention_policy: str = _field("")
+    org: str = _field("")
+    bucket: str = _field("")
+    token: str = _field("", secret=True)
+    #: Most records (points) per write request.
+    batch_size: int = _field(500, _positive)
+    #: Seconds a write waits for a batch to fill (0: write at once).
+    flush_interval: float = _field(10.0, _non_negative)
+    #: Measurement names: PREFIX + record kind (data, announce).
+    measurement_prefix: str = _field("grott_")
+    #: The time zone of the datalogger clocks: "local" or an IANA name.
+    timezone: str = _field("local", _timezone)
+    #: CA bundle for an https:// server with a private CA ("": system CAs).
+    ca_certs: str = _field("")
+    #: Seconds one write request may take.
+    timeout: float = _field(30.0, _positive)
+
+    def section_problem(self):
+        """
+        (key, problem) for settings that do not fit together, or None.
+        """
+        if self.version == 1 and not self.database:
+            return "database", "must be set with version: 1"
+        if self.version == 2:
+            for key in ("org", "bucket", "token"):
+                if not getattr(self, key):
+                    return key, "must be set with version: 2"
+        return None
+
+
+def _systems(value):
+    for serial, system in value.items():
+        if not isinstance(serial, str) or not serial:
+            return f"keys are inverter serials (text), got {serial!r}"
+        if isinstance(system, bool) or not isinstance(system, int) or system < 1:
+            return f"{serial}: expected a PVOutput system id (a whole number), got {system!r}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PvoutputConfig:
+    #: The API key (PVOutput: Settings, API Settings).  Never logged.
+    api_key: str = _field("", _nonempty, secret=True)
+    #: Inverter serial -> PVOutput system id; other inverters are not sent.
+    systems: dict = _field({}, _systems)
+    #: Minutes between statuses per system: the system's Status Interval.
+    status_interval: int = _field(5, _choices(1, 2, 3, 4, 5, 6, 10, 15, 20, 30, 60))
+    #: Donation mode: 300 requests an hour instead of 60, 100 statuses per
+    #: batch instead of 30, backdating 90 days instead of 14.
+    donation: bool = _field(False)
+    #: The API's base URL (a test server elsewhere).
+    url: str = _field("https://pvoutput.org/service/r2/", _http_url)
+    #: The time zone of the datalogger clocks and the PVOutput system.
+    timezone: str = _field("local", _timezone)
+    #: Seconds one request may take.
+    timeout: float = _field(30.0, _positive)
+
+    def section_problem(self):
+        if not self.api_key:
+            return "api_key", "must be set (PVOutput: Settings, API Settings)"
+        if not self.systems:
+            return "systems", "map at least one inverter serial to a PVOutput system id"
+        return None
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(value):
+    """
+    A duration setting in seconds: a number of seconds, or text such as
+    C{"90s"}, C{"30m"}, C{"12h"}, C{"14d"}.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        unit = _DURATION_UNITS.get(text[-1:].lower())
+        if unit is None:
+            return float(text)
+        return float(text[:-1]) * unit
+    return float(value)
+
+
+def _duration(value):
+    try:
+        amount = seconds(value)
+    except ValueError:
+        return f"expected seconds or a duration like 30m, 12h, 14d; got {value!r}"
+    if not amount > 0:
+        return "must be greater than 0"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpoolConfig:
+    #: One SQLite file per output here (relative to the working directory).
+    directory: str = _field("spool", lambda v: None if v else "must not be empty")
+    #: Largest size of one output's spool in megabytes; the oldest records go first.
+    max_mb: float = _field(100.0, _positive)
+    #: Records older than this (seconds, or 30m / 12h / 14d) are dropped.
+    max_age: typing.Union[float, str] = _field("14d", _duration)
+    #: Longest wait between delivery attempts, seconds (doubling from 1 s).
+    retry_max: float = _field(60.0, _positive)
 
 
 def _instance_id(value):
@@ -387,6 +518,10 @@ class OutputsConfig:
 
     jsonl: JsonlConfig = _field(None)
     mqtt: MqttConfig = _field(None)
+    influxdb: InfluxdbConfig = _field(None)
+    pvoutput: PvoutputConfig = _field(None)
+    #: Where and how much the spooled outputs keep on disk (always present).
+    spool: SpoolConfig = dataclasses.field(default_factory=SpoolConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -584,7 +719,12 @@ def _build(cls, data, where, ctx):
             ctx.add(dotted, problem)
             continue
         kwargs[key] = value
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    problem = built.section_problem() if hasattr(built, "section_problem") else None
+    if problem:
+        key, text = problem
+        raise ConfigError(f"{where}.{key}: {text}" if where else f"{key}: {text}")
+    return built
 
 
 def _type_at(dotted):

@@ -31,6 +31,7 @@ __all__ = [
     "IGrottPluginService",
     "IPacketTrace",
     "IRecordSink",
+    "ISpoolSink",
 ]
 
 
@@ -144,6 +145,64 @@ class IConfigurablePlugin(IPlugin):
         @return: an L{IGrottPlugin} provider with the same C{name}.
         @raise Exception: when the settings are unusable; the message is
             logged and the plugin skipped.
+        """
+
+
+class ISpoolSink(IPlugin):
+    """
+    An output that wants durable delivery: grott keeps its records in a
+    spool on disk (L{grott.spool}) and hands them over in order, in
+    batches, until the sink confirms them.
+
+    The built-in InfluxDB and PVOutput outputs are sinks; a plugin (or a
+    plugin factory's C{makePlugin}) may return one instead of an
+    L{IGrottPlugin}, and the plugin host wraps it in a spool configured by
+    C{outputs.spool}.  A sink may also provide L{IGrottPluginService}; its
+    hooks run on the reactor thread.
+
+    Delivery is at least once: a batch that was in flight when grott
+    stopped or crashed is delivered again after the restart, so a sink's
+    write should be idempotent (InfluxDB points and PVOutput statuses are:
+    the same time overwrites).
+    """
+
+    name = Attribute("As L{IGrottPlugin.name}; the spool file is named after it.")
+
+    batch_size = Attribute(
+        "The most records one L{deliver} call gets (an int of at least 1).")
+
+    flush_interval = Attribute(
+        "Seconds a batch smaller than batch_size waits for more records before it "
+        "is delivered anyway (0: deliver at once).  Records spooled before a "
+        "restart or during an outage are never held back.")
+
+    def encode(record):
+        """
+        What to keep of C{record} on disk, on the reactor thread, when the
+        record arrives.
+
+        @return: C{bytes}, or None when this sink has nothing to send for the
+            record (an announce for a sink that wants data only).  Decide
+            here everything that depends on arrival (which time slot a
+            record belongs to, the time to use when the record has none):
+            L{deliver} may run hours later, after a restart.
+        """
+
+    def deliver(items):
+        """
+        Send a batch.
+
+        @param items: a non-empty list of what L{encode} returned, oldest
+            first.
+        @return: a Deferred that fires once the receiving end confirmed the
+            whole batch (its result, if an int, is how many of the items the
+            sink deliberately left out as unusable; they are counted as
+            rejected).  Failing with L{grott.spool.Rejected} says the batch
+            itself is bad and resending cannot help: the spool tries its
+            records one by one and drops those rejected alone.  Any other
+            failure (connection refused, timeout, a server error) keeps the
+            batch, which is tried again with exponential backoff.  The
+            Deferred is cancelled when grott stops.
         """
 
 

@@ -216,6 +216,21 @@ class GrottCollector:
             "spooled": GaugeMetricFamily("grott_output_spooled",
                                          "Records an output holds on disk for later "
                                          "(outputs that spool).", labels=["output"]),
+            "spool_bytes": GaugeMetricFamily("grott_output_spool_bytes",
+                                             "Bytes of an output's spool file and its WAL.",
+                                             labels=["output"]),
+            "spool_delivered": CounterMetricFamily(
+                "grott_output_spool_delivered", "Spooled records the sink confirmed.",
+                labels=["output"]),
+            "spool_retried": CounterMetricFamily(
+                "grott_output_spool_retried", "Failed delivery attempts (retried).",
+                labels=["output"]),
+            "spool_dropped": CounterMetricFamily(
+                "grott_output_spool_dropped", "Spooled records dropped by max_mb or max_age.",
+                labels=["output"]),
+            "spool_rejected": CounterMetricFamily(
+                "grott_output_spool_rejected", "Spooled records the sink refused as bad data.",
+                labels=["output"]),
         }
         for s in stats:
             name = [s["name"]]
@@ -229,6 +244,11 @@ class GrottCollector:
                 families["connected"].add_metric(name, 1 if s["connected"] else 0)
             if s.get("spooled") is not None:
                 families["spooled"].add_metric(name, s["spooled"])
+            spool = s.get("spool")
+            if spool is not None:
+                families["spool_bytes"].add_metric(name, spool["on_disk"])
+                for key in ("delivered", "retried", "dropped", "rejected"):
+                    families[f"spool_{key}"].add_metric(name, spool[key])
         yield from families.values()
 
 

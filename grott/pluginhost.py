@@ -18,31 +18,22 @@ were not delivered.
 
 import collections
 import threading
-from functools import partial
 
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from grott import pluginloader
-from grott.interfaces import DeliveryFailed, IRecordSink
+from grott.interfaces import DeliveryFailed, IGrottPlugin, IRecordSink, ISpoolSink
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
+from grott.spool import SpooledOutput
+from grott.threads import DaemonThreadPool
 
 __all__ = ["PluginHost"]
-
-
-class _DaemonThreadPool(ThreadPool):
-    """
-    A thread pool whose threads do not keep the process alive: a blocking
-    plugin stuck forever must not stop grott from exiting.
-    """
-
-    threadFactory = staticmethod(partial(threading.Thread, daemon=True))
 
 
 class _Runner:
@@ -268,7 +259,7 @@ class _Runner:
         busy = None
         if self._busy_since is not None:
             busy = round(self.reactor.seconds() - self._busy_since, 3)
-        return {
+        stats = {
             "name": self.name,
             "state": self.state,
             "thread": self.blocking,
@@ -280,6 +271,10 @@ class _Runner:
             "busy_seconds": busy,
             "connected": _connected(self.plugin),
         }
+        if isinstance(self.plugin, SpooledOutput):
+            stats["spool"] = self.plugin.spool_stats()
+            stats["spooled"] = stats["spool"]["queued"]
+        return stats
 
 
 def _connected(plugin):
@@ -321,10 +316,11 @@ class PluginHost(service.Service):
             loaded = pluginloader.load(config, reactor, package)
         else:
             loaded = pluginloader.given(plugins)
+        loaded = [self._spooled(item, config.outputs.spool) for item in loaded]
         blocking = sum(1 for item in loaded if item.blocking)
         # One delivery in flight per plugin, so one thread per blocking
         # plugin is enough and a stuck plugin cannot starve another.
-        self.pool = _DaemonThreadPool(minthreads=0, maxthreads=max(1, blocking),
+        self.pool = DaemonThreadPool(minthreads=0, maxthreads=max(1, blocking),
                                       name="grott-plugins")
         self.runners = [_Runner(item, reactor, self.pool, config.plugins.queue_size, self.log,
                                 self.throttle) for item in loaded]
@@ -351,6 +347,15 @@ class PluginHost(service.Service):
         else:
             self.log.info("plugin {plugin} caught up {count} more time(s) in the last "
                           "{seconds:.0f} s", plugin=plugin, count=count, seconds=seconds)
+
+    def _spooled(self, item, settings):
+        """
+        An L{ISpoolSink} runs behind a spool of its own (L{grott.spool}).
+        """
+        if ISpoolSink.providedBy(item.plugin) and not IGrottPlugin.providedBy(item.plugin):
+            return pluginloader.Loaded(item.name, SpooledOutput(item.plugin, settings,
+                                                                self.reactor), item.origin)
+        return item
 
     def wantsRecords(self):
         """
@@ -400,7 +405,9 @@ class PluginHost(service.Service):
         Per-plugin counters: a list of dicts with name, state, thread (runs
         in the pool), delivered, failed, dropped, queued (queue depth),
         queue_size (its limit), busy_seconds (age of the delivery in flight,
-        or None) and connected (of an output to its sink; None if unknown).
+        or None) and connected (of an output to its sink; None if unknown);
+        spooled outputs add C{spool} (L{SpooledOutput.spool_stats}) and
+        C{spooled} (records in the spool).
         """
         return [runner.stats() for runner in self.runners]
 

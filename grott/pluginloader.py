@@ -37,6 +37,7 @@ from grott.interfaces import (
     IConfigurablePlugin,
     IGrottPlugin,
     IGrottPluginService,
+    ISpoolSink,
 )
 from grott.logs import Logger
 
@@ -46,8 +47,12 @@ __all__ = [
 
 log = Logger()
 
-#: Names reserved for the outputs configured under C{outputs:}.
-BUILTIN_OUTPUTS = tuple(f.name for f in dataclasses.fields(OutputsConfig))
+#: Names reserved for the outputs configured under C{outputs:} (C{spool}
+#: configures them all and is not an output).
+BUILTIN_OUTPUTS = tuple(f.name for f in dataclasses.fields(OutputsConfig) if f.name != "spool")
+
+#: What a plugins-directory file may define: plugins, sinks, factories.
+_KINDS = (IGrottPlugin, ISpoolSink, IConfigurablePlugin)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -93,6 +98,10 @@ def _problem(obj):
     """
     if IConfigurablePlugin.providedBy(obj):
         interfaces = [IConfigurablePlugin]
+    elif ISpoolSink.providedBy(obj) and not IGrottPlugin.providedBy(obj):
+        interfaces = [ISpoolSink]
+        if IGrottPluginService.providedBy(obj):
+            interfaces.append(IGrottPluginService)
     else:
         interfaces = [IBlockingPlugin if IBlockingPlugin.providedBy(obj) else IGrottPlugin]
         if IGrottPluginService.providedBy(obj):
@@ -106,6 +115,14 @@ def _problem(obj):
     if not isinstance(name, str) or not _NAME.match(name):
         return f"its name {name!r} is not a non-empty string of letters, digits, _, - and ."
     return None
+
+
+def _is_plugin(obj):
+    """
+    A plugin the host can run: an L{IGrottPlugin}, or an L{ISpoolSink} it
+    puts behind a spool.
+    """
+    return IGrottPlugin.providedBy(obj) or ISpoolSink.providedBy(obj)
 
 
 def _candidate(obj, origin):
@@ -146,7 +163,7 @@ def find_installed(package):
 
 
 def _adapt(cached, module):
-    for interface in (IGrottPlugin, IConfigurablePlugin):
+    for interface in (IGrottPlugin, IConfigurablePlugin, ISpoolSink):
         try:
             obj = interface(cached, None)
         except Exception:  # noqa: BLE001 - a plugin's bug must not stop grott
@@ -200,11 +217,11 @@ def _scan(module, filename):
     classes = []
     for attr, value in list(vars(module).items()):
         if isinstance(value, type):
-            if IGrottPlugin.implementedBy(value) or IConfigurablePlugin.implementedBy(value):
+            if any(i.implementedBy(value) for i in _KINDS):
                 classes.append((attr, value))
-            if not (IGrottPlugin.providedBy(value) or IConfigurablePlugin.providedBy(value)):
+            if not any(i.providedBy(value) for i in _KINDS):
                 continue
-        elif not (IGrottPlugin.providedBy(value) or IConfigurablePlugin.providedBy(value)):
+        elif not any(i.providedBy(value) for i in _KINDS):
             continue
         instances_of.add(type(value))
         if id(value) in seen:
@@ -320,8 +337,8 @@ def _build(candidate, section, reactor):
                     plugin=candidate.name, origin=candidate.origin, error=str(e),
                     level=LogLevel.error)
         return None
-    problem = _problem(plugin) if IGrottPlugin.providedBy(plugin) else \
-        "it does not provide IGrottPlugin"
+    problem = _problem(plugin) if _is_plugin(plugin) else \
+        "it does not provide IGrottPlugin (or ISpoolSink)"
     if problem is None and plugin.name != candidate.name:
         problem = f"it is named {plugin.name!r}, not {candidate.name!r}"
     if problem is not None:

@@ -220,6 +220,12 @@ def plugin_lines(host):
     for s in host.stats():
         lines.append(f"  plugin {s['name']}: delivered={s['delivered']} failed={s['failed']} "
                      f"dropped={s['dropped']} queued={s['queued']}")
+        spool = s.get("spool")
+        if spool is not None:
+            lines.append(f"  spool {s['name']}: queued={spool['queued']} "
+                         f"on_disk={spool['on_disk']}B delivered={spool['delivered']} "
+                         f"retried={spool['retried']} dropped={spool['dropped']} "
+                         f"rejected={spool['rejected']} last_error={spool['last_error'] or '-'}")
     for runner in host.runners:
         if IGrottObserver.providedBy(runner.plugin):
             lines.extend(runner.plugin.reportLines())

@@ -280,7 +280,8 @@ def grott_for(case, broker, **sections):
         "proxy": {"listen": "tcp:0:interface=127.0.0.1", "upstream": "none"},
         "command": {"listen": "none"}, "metrics": {"listen": "none"},
         "plugins": {"directory": os.path.abspath(case.mktemp())},
-        "outputs": {"mqtt": {"host": "127.0.0.1", "port": broker.port, "discovery": True}},
+        "outputs": {"mqtt": {"host": "127.0.0.1", "port": broker.port, "discovery": True},
+                    "spool": {"directory": os.path.abspath(case.mktemp())}},
     }, **sections), "ha-test.yaml")
     top = makeService(config, reactor)
     top.privilegedStartService()

@@ -56,7 +56,10 @@ class BrokerTestCase(unittest.TestCase):
         return self.broker.start()
 
     def host(self, stop_timeout=10, **mqtt):
-        settings = {"port": self.broker.port, "reconnect_min": 0.1, "reconnect_max": 0.3}
+        # These tests look inside the output (routing, discovery, counters):
+        # the in-memory path; tests/test_outputs_mqtt_spool.py has the spool.
+        settings = {"port": self.broker.port, "reconnect_min": 0.1, "reconnect_max": 0.3,
+                    "spool": False}
         settings.update(mqtt)
         config = make_config(self.mktemp(), stop_timeout=stop_timeout, outputs={"mqtt": settings})
         host = PluginHost(config, reactor)

@@ -181,7 +181,11 @@ class ServiceWiringTests(unittest.SynchronousTestCase):
             "plugins": {"directory": self.mktemp()},
             "outputs": {"mqtt": {"discovery": True}}})
         top = makeService(config, MemoryReactorClock())
-        [plugin] = [o for o in top.registry.observers if isinstance(o, MqttOutput)]
+        # The output runs behind the spool (outputs.mqtt.spool), which passes
+        # the observer calls through.
+        [observer] = [o for o in top.registry.observers if o.name == "mqtt"]
+        plugin = observer.sink.output
+        self.assertIsInstance(plugin, MqttOutput)
         self.assertTrue(any(line.startswith("  mqtt: not connected") for line in top.report()))
         self.assertEqual(top.report_json()["observers"]["mqtt"]["held"],
                          {"timestamp": 0, "decrease": 0, "jump": 0, "serial_changed": 0})

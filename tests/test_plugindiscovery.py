@@ -3,6 +3,7 @@ Finding plugins: dropins, the plugins directory, config.yaml's choices, and
 verifyObject on every built-in.
 """
 
+import dataclasses
 import os
 import re
 import sys
@@ -16,8 +17,11 @@ import grott.plugins
 from grott import logs
 from grott.config import (
     ConfigError,
+    InfluxdbConfig,
     JsonlConfig,
     MqttConfig,
+    PvoutputConfig,
+    SpoolConfig,
     config_from_string,
     load_config,
 )
@@ -29,6 +33,7 @@ from grott.interfaces import (
 )
 from grott.outputs import jsonl, mqtt
 from grott.pluginhost import PluginHost
+from grott.spool import SpooledOutput
 from tests.pluginhelpers import make_config
 
 GOOD = """
@@ -114,7 +119,12 @@ class BuiltinTests(unittest.SynchronousTestCase):
                                                       "mqtt": {}})
         host = PluginHost(config, MemoryReactorClock())
         self.assertEqual([(r.name, type(r.plugin)) for r in host.runners],
-                         [("jsonl", jsonl.JsonlOutput), ("mqtt", mqtt.MqttOutput)])
+                         [("jsonl", jsonl.JsonlOutput), ("mqtt", SpooledOutput)])
+        self.assertIsInstance(host.runners[1].plugin.sink.output, mqtt.MqttOutput)
+        unspooled = make_config(self.mktemp(), outputs={"mqtt": {"spool": False}})
+        self.assertEqual([type(r.plugin) for r in PluginHost(unspooled,
+                                                             MemoryReactorClock()).runners],
+                         [mqtt.MqttOutput])
         self.assertEqual(host.runners[0].origin, "installed package grott.plugins.grott_outputs")
 
     def test_outputs_off_without_a_section(self):
@@ -138,19 +148,28 @@ class ShippedConfigTests(unittest.SynchronousTestCase):
 
     def test_no_output_on(self):
         config = load_config(self.path)
-        self.assertEqual((config.outputs.jsonl, config.outputs.mqtt), (None, None))
+        self.assertEqual((config.outputs.jsonl, config.outputs.mqtt, config.outputs.influxdb,
+                          config.outputs.pvoutput), (None, None, None, None))
 
     def test_commented_examples_are_the_defaults(self):
         with open(self.path, encoding="utf-8") as f:
             text = f.read()
         start = text.index("\noutputs:\n") + 1
         block = text[start:text.index("\n# ---", start)]
+        # pvoutput has no usable defaults (api_key, systems): its example
+        # stays commented out, and its keys are checked by name.
+        pvoutput = block[block.index("  # pvoutput:"):block.index("  # spool:")]
+        keys = re.findall(r"^  #   (\w+):", pvoutput, re.MULTILINE)
+        self.assertEqual(keys, [f.name for f in dataclasses.fields(PvoutputConfig)])
+        block = block.replace(pvoutput, "")
         uncommented = "\n".join(
-            line.replace("  # ", "  ", 1) if re.match(r"^  # (jsonl|mqtt|  )", line) else line
+            line.replace("  # ", "  ", 1) if re.match(r"^  # (jsonl|mqtt|influxdb|spool|  )", line) else line
             for line in block.splitlines())
         outputs = config_from_string(uncommented, "config.yaml").outputs
         self.assertEqual(outputs.jsonl, JsonlConfig())
         self.assertEqual(outputs.mqtt, MqttConfig())
+        self.assertEqual(outputs.spool, SpoolConfig())
+        self.assertEqual(outputs.influxdb, InfluxdbConfig())
 
 
 class DirectoryTests(unittest.SynchronousTestCase):

@@ -28,7 +28,7 @@ NUMERIC = 90210417
 SETTINGS = f"""
 plugins:
   settings:
-    pvoutput: {{apikey: 1234567890, system_id: 42}}
+    pvupload: {{apikey: 1234567890, system_id: 42}}
     legacy: {{pwd: {NUMERIC}, passwd: "pass-Wd-77", key: "key-Val-88"}}
     db: {{dsn: "postgresql://grott:s3cr3t-pw@db.local/grott", city: Utrecht}}
     web: {{url: "https://admin:p%40ss-word@example.invalid/api"}}
@@ -119,7 +119,7 @@ class LogTests(SynchronousTestCase):
     def test_everyKindMasked(self):
         svc = self.start(SETTINGS)
         log = logs.Logger("grott.test")
-        log.info("pvoutput answered {code} for {value}", code=401, value=1234567890)
+        log.info("pvupload answered {code} for {value}", code=401, value=1234567890)
         log.info("legacy login {pwd}", pwd=NUMERIC)
         log.info("settings {s}", s=svc.config)
         log.info("connecting to {dsn}", dsn="postgresql://grott:s3cr3t-pw@db.local/grott")

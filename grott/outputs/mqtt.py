@@ -573,6 +573,16 @@ class MqttOutput:
             return defer.succeed(None)
         return self.deliver(messages)
 
+    def route(self, record, log=None):
+        """
+        The messages for C{record} ((topic, payload, qos, retain) tuples),
+        the output's state (devices, discovery, guards) updated as if it
+        were published now: the seam for the spool, which routes a record
+        when it arrives and hands the messages to L{deliver} later
+        (L{grott.outputs.mqttspool}).
+        """
+        return self._route(record, log or self.log)
+
     def _pipelined(self, record, log):
         self.publish(record, log).addErrback(self._delivery_failed)
         if self.outstanding >= WINDOW:
