@@ -722,8 +722,11 @@ def _build(cls, data, where, ctx):
     built = cls(**kwargs)
     problem = built.section_problem() if hasattr(built, "section_problem") else None
     if problem:
+        # A rule across keys (InfluxDB 2 needs a token, ...): recorded like
+        # any other problem, the section then left at its defaults.
         key, text = problem
-        raise ConfigError(f"{where}.{key}: {text}" if where else f"{key}: {text}")
+        ctx.add(f"{where}.{key}" if where else key, text)
+        return cls()
     return built
 
 

@@ -348,9 +348,12 @@ def _mqtt_output(config, plugins):
     """
     The running mqtt output, whose connection the control plane shares.
     """
+    from grott.outputs.mqttspool import mqtt_output  # only with control.mqtt on
+
     for runner in plugins.runners:
-        if runner.name == "mqtt" and hasattr(runner.plugin, "subscribe"):
-            return runner.plugin
+        output = mqtt_output(runner.plugin)
+        if runner.name == "mqtt" and hasattr(output, "subscribe"):
+            return output
     raise ConfigError(f"{config.source}: control.mqtt: the mqtt output is not running "
                       "(check outputs.mqtt and plugins.enabled/disabled)")
 

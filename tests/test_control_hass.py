@@ -17,6 +17,7 @@ from grott.controlhass import (
     discovery_configs,
     state_document,
 )
+from grott.outputs.mqttspool import mqtt_output
 from tests.test_control_mqtt import MqttControlBase
 
 
@@ -63,7 +64,7 @@ class EntityBase(MqttControlBase):
     async def setUp(self):
         await MqttControlBase.setUp(self)
         self.entityClock = Clock()
-        self.entities = ControlEntities(self.control, self.host.runners[0].plugin,
+        self.entities = ControlEntities(self.control, mqtt_output(self.host.runners[0].plugin),
                                         self.registry, self.entityClock, prefix="grott",
                                         poll_interval=600)
         self.entities.startService()

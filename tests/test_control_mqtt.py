@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from grott import logs
 from grott.config import ConfigError, config_from_string
 from grott.mqttcontrol import BadRequest, MqttControl, parse_request
+from grott.outputs.mqttspool import mqtt_output
 from grott.pluginhost import PluginHost
 from grott.service import makeService
 from grott.testing.simulator import DataloggerFactory, DataloggerSpec
@@ -126,7 +127,7 @@ class MqttControlBase(ControlLoopbackBase):
             "port": self.broker.port, "reconnect_min": 0.1, "reconnect_max": 0.3,
             "protocol": self.protocol, "client_id": "grott-test"}})
         self.host = PluginHost(config, reactor)
-        mqtt = self.host.runners[0].plugin
+        mqtt = mqtt_output(self.host.runners[0].plugin)
         self.mqttControl = MqttControl(self.control, mqtt, self.registry, prefix="grott",
                                        instance_id="test-instance")
         self.user = Requester(self.broker.port, self.topics, v5=self.protocol == "5")

@@ -210,7 +210,7 @@ class ReadableConfigTests(SynchronousTestCase):
         # (SETTINGS configures plugins that are not there: warned about.)
         err = self.run_check(self.write(SETTINGS, 0o600))[2]
         self.assertNotIn("readable", err)
-        self.assertIn("warning: plugins: plugins.settings has settings for pvoutput", err)
+        self.assertIn("warning: plugins: plugins.settings has settings for pvupload", err)
         self.assertEqual(self.run_check(self.write("", 0o644))[2], "")
 
     def test_shortSecretInCheck(self):

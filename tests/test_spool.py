@@ -367,7 +367,8 @@ class HostTests(unittest.TestCase):
                 "        self.got.extend(items)\n\n"
                 "sink = Mine()\n"))
         spool = os.path.abspath(self.mktemp())
-        config = make_config(directory, outputs={"spool": {"directory": spool}})
+        # Third-party plugins run only when named (plugins.enabled).
+        config = make_config(directory, enabled=["mine"], outputs={"spool": {"directory": spool}})
         host = PluginHost(config, reactor)
         [runner] = host.runners
         self.assertIsInstance(runner.plugin, SpooledOutput)

@@ -125,3 +125,14 @@ class MqttSpoolFactory:
 
 
 factory = MqttSpoolFactory()
+
+
+def mqtt_output(plugin):
+    """
+    The L{MqttOutput} a host's mqtt plugin is, behind its spool or not: the
+    control plane shares its broker connection either way.
+    """
+    sink = getattr(plugin, "sink", None)
+    if isinstance(sink, MqttSink):
+        return sink.output
+    return plugin
