@@ -31,7 +31,7 @@ from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory, is_loopback
 from grott.config import ConfigError, allowed_serials
 from grott.interfaces import IGrottObserver
-from grott.logs import Logger, LoggingService, bind_proxy_tracing
+from grott.logs import Logger, LoggingService
 from grott.metrics import (
     GrottCollector,
     TimedEndpoint,
@@ -268,9 +268,6 @@ def makeService(config, reactor):
     top.setName("grott")
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
-    # The proxy takes logging.tracing itself (ProxyService, at start); this
-    # only keeps grott.logs.trace_packets true to it for older readers.
-    bind_proxy_tracing(logging.tracing)
     plugins = PluginHost(config, reactor)
     plugins.setName("plugins")
     registry = Registry()
