@@ -330,6 +330,7 @@ class MqttOutput:
 
     def _on_connect(self, failed, reason):
         if failed:
+            self.counts["connect_refused"] += 1
             self._report("refused", "MQTT broker {broker} refused the connection: {reason}",
                          reason=reason)
             return
