@@ -30,15 +30,9 @@ from twisted.internet.error import CannotListenError
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory, is_loopback
 from grott.config import ConfigError, allowed_serials
+from grott.counters import TimedEndpoint, count_decoding
 from grott.interfaces import IGrottObserver
 from grott.logs import Logger, LoggingService
-from grott.metrics import (
-    GrottCollector,
-    TimedEndpoint,
-    count_decoding,
-    metrics_registry,
-)
-from grott.monitor import check_ready, make_site
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
 from grott.proxy import PacketTrace, ProxyFactory
@@ -326,18 +320,8 @@ def makeService(config, reactor):
     # proxy and the plugins have stopped.
     logging.setServiceParent(top)
     if config.metrics.listen != "none":
-        collector = GrottCollector(registry, reactor, commands=commands,
-                                   plugins=plugins.stats,
-                                   capacity=lambda: factory.max_dataloggers)
-
-        def readiness():
-            return check_ready(top.running and proxy.running, factory.numPorts > 0,
-                               plugins.stats())
-
-        site = make_site(metrics_registry(collector), readiness, report_json,
-                         token=config.metrics.token, listen=config.metrics.listen,
-                         reactor=reactor)
-        monitoring = strports.service(config.metrics.listen, site, reactor=reactor)
+        monitoring = _monitoring(config.metrics, reactor, top, proxy, factory, registry,
+                                 commands, plugins, report_json)
         monitoring.setName("metrics")
         monitoring.setServiceParent(top)
     plugins.setServiceParent(top)
@@ -360,6 +344,30 @@ def makeService(config, reactor):
     top.report = report
     top.report_json = report_json
     return top
+
+
+def _monitoring(settings, reactor, top, proxy, factory, registry, commands, plugins,
+                report_json):
+    """
+    The monitoring endpoint's listener service (C{metrics.listen}).
+
+    Its modules are imported here, only when it is on: prometheus_client
+    and twisted.web are some 4.5 MB of a process that may hold thousands
+    of dataloggers in 100 MB.
+    """
+    from grott.metrics import GrottCollector, metrics_registry
+    from grott.monitor import check_ready, make_site
+
+    collector = GrottCollector(registry, reactor, commands=commands, plugins=plugins.stats,
+                               capacity=lambda: factory.max_dataloggers)
+
+    def readiness():
+        return check_ready(top.running and proxy.running, factory.numPorts > 0,
+                           plugins.stats())
+
+    site = make_site(metrics_registry(collector), readiness, report_json,
+                     token=settings.token, listen=settings.listen, reactor=reactor)
+    return strports.service(settings.listen, site, reactor=reactor)
 
 
 def _family_of(registry, packet):

@@ -17,10 +17,10 @@ from twisted.trial.unittest import TestCase
 from grott.codec import RecordType, build_packet, parse_packet
 from grott.commands import CommandDispatcher, CommandError, CommandTimeout, NotConnected
 from grott.config import ConfigError, config_from_string
-from grott.counters import Histogram
+from grott.counters import Histogram, count_decoding
 from grott.logs import secrets_in
 from grott.logthrottle import LogThrottle
-from grott.metrics import GrottCollector, count_decoding, metrics_registry
+from grott.metrics import GrottCollector, metrics_registry
 from grott.monitor import check_ready, make_site
 from grott.session import Registry, Session
 from tests.prometheus import get

@@ -27,7 +27,7 @@ from grott.interfaces import (
     IGrottPlugin,
     IGrottPluginService,
 )
-from grott.outputs import jsonl, mqtt
+from grott.outputs import builtin, jsonl, mqtt
 from grott.pluginhost import PluginHost
 from tests.pluginhelpers import make_config
 
@@ -99,12 +99,12 @@ class BuiltinTests(unittest.SynchronousTestCase):
 
     def test_verify_builtins(self):
         reactor = MemoryReactorClock()
-        verifyObject(IConfigurablePlugin, jsonl.factory)
-        verifyObject(IConfigurablePlugin, mqtt.factory)
-        out = jsonl.factory.makePlugin(JsonlConfig(path=self.mktemp()), reactor)
+        verifyObject(IConfigurablePlugin, builtin.jsonl)
+        verifyObject(IConfigurablePlugin, builtin.mqtt)
+        out = builtin.jsonl.makePlugin(JsonlConfig(path=self.mktemp()), reactor)
         verifyObject(IBlockingPlugin, out)
         verifyObject(IGrottPluginService, out)
-        out = mqtt.factory.makePlugin(MqttConfig(), reactor)
+        out = builtin.mqtt.makePlugin(MqttConfig(), reactor)
         verifyObject(IGrottPlugin, out)
         verifyObject(IGrottPluginService, out)
         self.assertFalse(IBlockingPlugin.providedBy(out))

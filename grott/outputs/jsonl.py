@@ -11,10 +11,10 @@ import os
 
 from zope.interface import implementer
 
-from grott.interfaces import IBlockingPlugin, IConfigurablePlugin, IGrottPluginService
+from grott.interfaces import IBlockingPlugin, IGrottPluginService
 from grott.outputs import jsonenc
 
-__all__ = ["JsonlFactory", "JsonlOutput", "factory"]
+__all__ = ["JsonlOutput"]
 
 
 @implementer(IBlockingPlugin, IGrottPluginService)
@@ -43,18 +43,3 @@ class JsonlOutput:
     def data(self, packet, record, log):
         self._file.write(jsonenc.line(record.as_dict(), self._dumps))
         self._file.flush()
-
-
-@implementer(IConfigurablePlugin)
-class JsonlFactory:
-    """
-    Builds L{JsonlOutput} from C{outputs.jsonl} (a L{grott.config.JsonlConfig}).
-    """
-
-    name = "jsonl"
-
-    def makePlugin(self, settings, reactor):
-        return JsonlOutput(settings.path)
-
-
-factory = JsonlFactory()

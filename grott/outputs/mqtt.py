@@ -40,7 +40,6 @@ from twisted.internet import defer, task
 from zope.interface import implementer
 
 from grott.interfaces import (
-    IConfigurablePlugin,
     IGrottObserver,
     IGrottPlugin,
     IGrottPluginService,
@@ -49,7 +48,7 @@ from grott.logs import Logger
 from grott.logthrottle import LogThrottle
 from grott.outputs import guards, hass, hass_entities, jsonenc
 
-__all__ = ["MqttError", "MqttFactory", "MqttOutput", "factory", "record_payload"]
+__all__ = ["MqttError", "MqttOutput", "record_payload"]
 
 #: Seconds stopService waits for the "offline" message and the disconnect.
 _GOODBYE_TIMEOUT = 3.0
@@ -830,18 +829,3 @@ def _in_thread(reactor, f):
 
     threading.Thread(target=run, daemon=True, name="grott-mqtt-stop").start()
     return d
-
-
-@implementer(IConfigurablePlugin)
-class MqttFactory:
-    """
-    Builds L{MqttOutput} from C{outputs.mqtt} (a L{grott.config.MqttConfig}).
-    """
-
-    name = "mqtt"
-
-    def makePlugin(self, settings, reactor):
-        return MqttOutput(settings, reactor)
-
-
-factory = MqttFactory()

@@ -1,8 +1,8 @@
 """
-The built-in outputs (jsonl, mqtt), registered as plugin factories.
+The built-in outputs (jsonl, mqtt), registered as plugin factories; their
+modules are imported only when configured (L{grott.outputs.builtin}).
 """
 
-from grott.outputs.jsonl import factory as jsonl
-from grott.outputs.mqtt import factory as mqtt
+from grott.outputs.builtin import jsonl, mqtt
 
 __all__ = ["jsonl", "mqtt"]
