@@ -166,7 +166,8 @@ class DataloggerProtocol(Protocol):
         # Every attribute set here, always in this order: instances then
         # share one key layout (no per-connection dict), which matters at
         # thousands of mostly idle connections.
-        self.session = Session(peer, factory.clock.seconds(), self, host)
+        self.session = Session(peer, factory.clock.seconds(), self, host,
+                               factory.registry.totals)
         self.relay = RelayMachine(factory.settings, self.session, self)
         self._up = Framer()
         self._down = Framer()

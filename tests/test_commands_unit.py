@@ -40,6 +40,7 @@ from grott.commands import (
     is_loopback,
 )
 from grott.session import Registry, Session
+from tests.relayhelpers import CallableLink
 
 SERIAL = "JPC281833B"
 INVERTER = "NHB691514F"
@@ -63,7 +64,7 @@ class Fixture:
         session.datalogger_serial = serial
         session.protocol = protocol
         session.inverters[address] = "IV" + serial[-8:]
-        session.send = self._send
+        session.link = CallableLink(self._send)
         self.registry.add(session)
         self.registry.claim(session)
         return session

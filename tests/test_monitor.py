@@ -24,6 +24,7 @@ from grott.metrics import GrottCollector, metrics_registry
 from grott.monitor import check_ready, make_site
 from grott.session import Registry, Session
 from tests.prometheus import get
+from tests.relayhelpers import CallableLink
 
 TOKEN = "s3cret-Token_42"
 
@@ -271,7 +272,7 @@ class CounterTests(MonitorTestCase):
         session = self.connect("DLSERIAL01")
         session.protocol = 6
         sent = []
-        session.send = lambda data: sent.append(data) or True
+        session.link = CallableLink(lambda data: sent.append(data) or True)
         with self.assertRaises(NotConnected):
             self.commands.read_registers("NOBODY", 1)
         d = self.commands.read_registers("DLSERIAL01", 3, via="mqtt")
