@@ -350,6 +350,21 @@ class MqttConfig:
     discovery_all: bool = _field(False)
 
 
+def _instance_id(value):
+    if value and (len(value) > 64 or not value.isprintable() or "/" in value
+                  or "+" in value or "#" in value):
+        return ("up to 64 printable characters, without /, + or # "
+                "(it becomes part of MQTT messages)")
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceConfig:
+    #: This process's name among several behind HAProxy; empty: host name
+    #: and datalogger port (e.g. "pi4:5279").
+    id: str = _field("", _instance_id)
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputsConfig:
     """
@@ -367,6 +382,8 @@ class Config:
     The whole configuration.  C{source} is the file it came from.
     """
 
+    #: Which grott this is (logs, stats, status messages).
+    instance: InstanceConfig = dataclasses.field(default_factory=InstanceConfig)
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
     command: CommandConfig = dataclasses.field(default_factory=CommandConfig)
     #: The monitoring HTTP endpoint: Prometheus metrics, health, stats.

@@ -51,16 +51,26 @@ class GrottCollector:
     @param commands: the L{grott.commands.CommandDispatcher}, or None.
     @param plugins: returns the plugin host's stats (a list of dicts), or None.
     @param capacity: returns how many dataloggers grott can hold (None: no limit).
+    @param instance: this grott's C{instance.id}, reported as C{grott_instance_info}.
     """
 
-    def __init__(self, registry, clock, commands=None, plugins=None, capacity=None):
+    def __init__(self, registry, clock, commands=None, plugins=None, capacity=None,
+                 instance=None):
         self.registry = registry
+        self.instance = instance
         self.clock = clock
         self.commands = commands
         self.plugins = plugins
         self.capacity = capacity
 
     def collect(self):
+        if self.instance is not None:
+            # Which grott answers, for dashboards over several instances
+            # (join on it, or read it in a target's labels).
+            info = GaugeMetricFamily("grott_instance_info", "This grott's instance.id (always 1).",
+                                     labels=["instance_id"])
+            info.add_metric([self.instance], 1)
+            yield info
         yield from self._sessions()
         yield from self._traffic()
         yield from self._upstream()

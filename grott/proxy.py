@@ -561,6 +561,54 @@ class PacketTrace:
 
 
 @implementer(IRecordSink)
+class ProxiedDataloggerProtocol(DataloggerProtocol):
+    """
+    A datalogger connection behind HAProxy (C{proxy.listen: haproxy:...}).
+
+    Twisted's PROXY-protocol wrapper connects this protocol before it has
+    read the header, so at C{connectionMade} the peer is still HAProxy.  The
+    wrapper hands on only the bytes after the header, so the session starts
+    with the first of them: its peer, C{proxy.allowed_networks} and the
+    same-address takeover rule then see the datalogger's own address, and a
+    connection that never sends a header (a port scan, a stray health check)
+    never opens an upstream connection.
+    """
+
+    _header_wait = None
+
+    def connectionMade(self):
+        factory = self.factory
+        self._header_wait = factory.clock.callLater(factory.idle_timeout, self._noHeader)
+
+    def dataReceived(self, data):
+        if self.session is None:
+            self._cancelHeaderWait()
+            if not self.factory.networkAllowed(self.transport.getPeer()):
+                self.transport.loseConnection()
+                return
+            DataloggerProtocol.connectionMade(self)
+        DataloggerProtocol.dataReceived(self, data)
+
+    def _noHeader(self):
+        self._header_wait = None
+        self.log.info("connection from {peer} sent no datalogger bytes in {seconds:g} s "
+                      "(behind HAProxy); closing it", peer=str(self.transport.getPeer()),
+                      seconds=self.factory.idle_timeout)
+        self.transport.loseConnection()
+
+    def _cancelHeaderWait(self):
+        if self._header_wait is not None and self._header_wait.active():
+            self._header_wait.cancel()
+        self._header_wait = None
+
+    def connectionLost(self, reason):
+        if self.session is None:
+            self._cancelHeaderWait()
+            self.factory.forget(self)
+            return
+        DataloggerProtocol.connectionLost(self, reason)
+
+
 class _CallableSink:
     """A plain C{on_record(packet, record)} callable as a record sink."""
 
@@ -596,8 +644,12 @@ class ProxyFactory(ServerFactory):
                  idle_timeout=600.0, max_dataloggers=None, pending_limit=65536, decode=None,
                  on_record=None, sink=None, commands=None, fallback="close", retry_max=30.0,
                  policy=None, set_time="auto", timezone=None, trace=None,
-                 allowed_serials=None, allowed_networks=None):
+                 allowed_serials=None, allowed_networks=None, proxied=False):
         self.upstream = upstream
+        #: Behind HAProxy's PROXY protocol (proxy.listen: haproxy:...).
+        self.proxied = proxied
+        if proxied:
+            self.protocol = ProxiedDataloggerProtocol
         self.policy = policy if policy is not None else CloudCommandPolicy()
         self.registry = registry
         self.clock = clock
@@ -681,16 +733,27 @@ class ProxyFactory(ServerFactory):
             address = address.ipv4_mapped
         return any(address in network for network in self.allowed_networks)
 
+    def networkAllowed(self, addr):
+        """
+        Whether C{addr} may connect (C{proxy.allowed_networks}); a refusal
+        is counted, and logged once per address.
+        """
+        if self._networkAllowed(addr):
+            return True
+        self.registry.rejected += 1
+        key = ("network", None, addr.host)
+        if key not in self._refused:
+            if len(self._refused) >= _REFUSALS_REMEMBERED:
+                self._refused.clear()
+            self._refused.add(key)
+            self.log.warn("refusing datalogger from {peer}: not in proxy.allowed_networks "
+                          "(logged once per address)", peer=addr.host)
+        return False
+
     def buildProtocol(self, addr):
-        if not self._networkAllowed(addr):
-            self.registry.rejected += 1
-            key = ("network", None, addr.host)
-            if key not in self._refused:
-                if len(self._refused) >= _REFUSALS_REMEMBERED:
-                    self._refused.clear()
-                self._refused.add(key)
-                self.log.warn("refusing datalogger from {peer}: not in proxy.allowed_networks "
-                              "(logged once per address)", peer=addr.host)
+        # Behind HAProxy, addr is HAProxy's: the datalogger's own address is
+        # checked once the PROXY header told it (ProxiedDataloggerProtocol).
+        if not self.proxied and not self.networkAllowed(addr):
             return None
         limit = self.max_dataloggers
         if limit is not None and len(self.registry) >= limit:
@@ -751,7 +814,12 @@ class ProxyFactory(ServerFactory):
         """
         waiting = []
         for protocol in list(self.connections):
-            if protocol.session is None or protocol._closed is True:
+            if protocol.session is None:
+                # Behind HAProxy, still waiting for its first bytes.
+                if protocol.transport is not None:
+                    protocol.transport.loseConnection()
+                continue
+            if protocol._closed is True:
                 continue
             waiting.append(protocol.whenClosed())
             protocol.disconnect(why)

@@ -31,6 +31,7 @@ from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory, is_loopback
 from grott.config import ConfigError, allowed_serials
 from grott.counters import TimedEndpoint, count_decoding
+from grott.instance import instance_id
 from grott.interfaces import IGrottObserver
 from grott.logs import Logger, LoggingService
 from grott.pluginhost import PluginHost
@@ -87,13 +88,16 @@ class ProxyService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, factory, listen, reactor, max_dataloggers="auto", trace=None):
+    def __init__(self, factory, listen, reactor, max_dataloggers="auto", trace=None,
+                 instance_id=None):
         """
         @param trace: a callable returning the packet trace (an
             L{grott.interfaces.IPacketTrace}, or None when tracing is off),
             asked at start, when the logging service has settled the level.
+        @param instance_id: this grott's C{instance.id}, for the start-up line.
         """
         service.MultiService.__init__(self)
+        self.instance_id = instance_id
         self.factory = factory
         self.trace = trace
         self.reactor = reactor
@@ -114,7 +118,8 @@ class ProxyService(service.MultiService):
                               "({soft}) only allows {allowed}", max=self.max_setting,
                               soft=soft, allowed=allowed)
         service.MultiService.privilegedStartService(self)
-        self.log.info("grott can hold {count} dataloggers (open-file limit {soft})",
+        self.log.info("grott instance {instance} can hold {count} dataloggers "
+                      "(open-file limit {soft})", instance=self.instance_id,
                       count=self.factory.max_dataloggers, soft=soft)
 
     def startService(self):
@@ -260,6 +265,7 @@ def makeService(config, reactor):
     check_command(config)
     top = GrottService()
     top.setName("grott")
+    top.instance_id = instance_id(config)
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
     plugins = PluginHost(config, reactor)
@@ -288,6 +294,7 @@ def makeService(config, reactor):
         timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
         allowed_serials=_allowed_serials(config),
         allowed_networks=[str(n) for n in proxyConfig.allowed_networks] or None,
+        proxied=proxyConfig.listen.startswith("haproxy:"),
     )
     for runner in plugins.runners:
         if IGrottObserver.providedBy(runner.plugin) and not runner.blocking:
@@ -295,16 +302,18 @@ def makeService(config, reactor):
             registry.observers.append(runner.plugin)
     tracing = logging.tracing
     proxy = ProxyService(factory, config.proxy.listen, reactor, config.proxy.max_dataloggers,
-                         trace=lambda: PacketTrace(tracing.log) if tracing.enabled else None)
+                         trace=lambda: PacketTrace(tracing.log) if tracing.enabled else None,
+                         instance_id=top.instance_id)
     proxy.setName("proxy")
 
     extra = [commands.report_lines, partial(plugin_lines, plugins)]
 
     def report():
-        return report_lines(registry, reactor.seconds(), extra=extra)
+        return report_lines(registry, reactor.seconds(), extra=extra,
+                            instance=top.instance_id)
 
     def report_json():
-        data = report_data(registry, reactor.seconds())
+        data = report_data(registry, reactor.seconds(), top.instance_id)
         data["commands"] = commands.report()
         data["plugins"] = plugins.stats()
         data["observers"] = {runner.name: runner.plugin.reportData()
@@ -359,7 +368,8 @@ def _monitoring(settings, reactor, top, proxy, factory, registry, commands, plug
     from grott.monitor import check_ready, make_site
 
     collector = GrottCollector(registry, reactor, commands=commands, plugins=plugins.stats,
-                               capacity=lambda: factory.max_dataloggers)
+                               capacity=lambda: factory.max_dataloggers,
+                               instance=top.instance_id)
 
     def readiness():
         return check_ready(top.running and proxy.running, factory.numPorts > 0,

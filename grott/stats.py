@@ -21,10 +21,11 @@ TOTALS = ("packets_in", "packets_out", "bytes_in", "bytes_out", "records", "pars
           "local_acks")
 
 
-def report_data(registry, now):
+def report_data(registry, now, instance=None):
     """
     The report as a JSON-able dict: connection counts, one summary per
-    session (L{grott.session.Session.describe}) and their totals.
+    session (L{grott.session.Session.describe}) and their totals, and which
+    grott instance this is (C{instance.id}).
     """
     sessions = [session.describe(now) for session in registry.sorted()]
     totals = dict.fromkeys(TOTALS, 0)
@@ -32,6 +33,7 @@ def report_data(registry, now):
         for key in totals:
             totals[key] += d[key]
     return {
+        "instance": instance,
         "connected": len(sessions),
         "connections": registry.total_connections,
         "replaced": registry.replaced,
@@ -42,16 +44,17 @@ def report_data(registry, now):
     }
 
 
-def report_lines(registry, now, extra=()):
+def report_lines(registry, now, extra=(), instance=None):
     """
     The report as lines of text: one per session, then totals, then any
     extra sections (C{extra} is a list of callables returning lines).
     """
-    data = report_data(registry, now)
+    data = report_data(registry, now, instance)
     lines = [f"{data['connected']} datalogger(s) connected; {data['connections']} "
              f"connection(s) since start, {data['replaced']} replaced, "
              f"{data['refused']} refused, "
-             f"{data['refused_takeovers']} serial takeovers refused"]
+             f"{data['refused_takeovers']} serial takeovers refused"
+             + (f"; instance {instance}" if instance else "")]
     for d in data["dataloggers"]:
         last = "-" if d["last_packet_age"] is None else f"{d['last_packet_age']:.0f}s ago"
         lines.append(
