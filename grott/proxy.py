@@ -26,8 +26,8 @@ stays at one kernel buffer plus at most one packet in each framer.
 import ipaddress
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
+from twisted.internet.interfaces import IProtocolFactory, IPushProducer
+from twisted.internet.protocol import Protocol, ServerFactory
 from zope.interface import implementer
 
 from grott.codec import (
@@ -126,18 +126,29 @@ class UpstreamProtocol(Protocol):
         pass
 
 
-class UpstreamFactory(ClientFactory):
+@implementer(IProtocolFactory)
+class UpstreamFactory:
     """
     Builds the one upstream protocol of one datalogger connection.
+
+    Its connector keeps it for as long as the connection lasts, so it is a
+    slotted plain factory (nothing to start, stop or log), not a
+    L{ClientFactory} with a dict per connection.
     """
 
-    noisy = False
+    __slots__ = ("datalogger",)
 
     def __init__(self, datalogger):
         self.datalogger = datalogger
 
     def buildProtocol(self, addr):
         return UpstreamProtocol(self.datalogger)
+
+    def doStart(self):
+        pass
+
+    def doStop(self):
+        pass
 
 
 @implementer(IDataloggerLink, IRelayDriver, IPushProducer)

@@ -43,8 +43,10 @@ class DecoderState:
             del table[next(iter(table))]
         # Serials interned: the sessions keep the same ones (one string per
         # serial in a grott holding thousands of dataloggers).
-        table[tuple(sys.intern(part) if part.__class__ is str else part
-                    for part in key)] = value
+        datalogger, inverter = key
+        if inverter.__class__ is str:
+            inverter = sys.intern(inverter)
+        table[sys.intern(datalogger), inverter] = value
 
     def family(self, key):
         """The family decided for C{key} by an earlier record, or None."""
