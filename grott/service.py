@@ -20,7 +20,6 @@ are handed (the registry, a record callback, a clock).
 
 import os
 from functools import partial
-from zoneinfo import ZoneInfo
 
 from twisted.application import service, strports
 from twisted.internet import defer
@@ -291,7 +290,7 @@ def makeService(config, reactor):
         policy=CloudCommandPolicy(proxyConfig.cloud_commands,
                                   proxyConfig.protect_server_address),
         set_time=proxyConfig.set_time,
-        timezone=None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone),
+        timezone=_timezone(proxyConfig.timezone),
         allowed_serials=_allowed_serials(config),
         allowed_networks=[str(n) for n in proxyConfig.allowed_networks] or None,
         proxied=proxyConfig.listen.startswith("haproxy:"),
@@ -378,6 +377,17 @@ def _monitoring(settings, reactor, top, proxy, factory, registry, commands, plug
     site = make_site(metrics_registry(collector), readiness, report_json,
                      token=settings.token, listen=settings.listen, reactor=reactor)
     return strports.service(settings.listen, site, reactor=reactor)
+
+
+def _timezone(name):
+    """
+    C{proxy.timezone} as a tzinfo, None for the local time zone (zoneinfo
+    is imported only for a named one).
+    """
+    if name == "local":
+        return None
+    from zoneinfo import ZoneInfo
+    return ZoneInfo(name)
 
 
 def _family_of(registry, packet):
