@@ -571,7 +571,6 @@ class PacketTrace:
                        session_closed=True)
 
 
-@implementer(IRecordSink)
 class ProxiedDataloggerProtocol(DataloggerProtocol):
     """
     A datalogger connection behind HAProxy (C{proxy.listen: haproxy:...}).
@@ -620,6 +619,7 @@ class ProxiedDataloggerProtocol(DataloggerProtocol):
         DataloggerProtocol.connectionLost(self, reason)
 
 
+@implementer(IRecordSink)
 class _CallableSink:
     """A plain C{on_record(packet, record)} callable as a record sink."""
 
