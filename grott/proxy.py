@@ -26,7 +26,7 @@ stays at one kernel buffer plus at most one packet in each framer.
 import ipaddress
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IProtocolFactory, IPushProducer
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IPushProducer
 from twisted.internet.protocol import Protocol, ServerFactory
 from zope.interface import implementer
 
@@ -94,8 +94,8 @@ def _why(reason):
     return text.strip().rstrip(".")
 
 
-@implementer(IPushProducer)
-class UpstreamProtocol(Protocol):
+@implementer(IProtocol, IPushProducer)
+class UpstreamProtocol:
     """
     grott's connection to the Growatt server for one datalogger: everything
     it receives goes to the datalogger side.
@@ -105,10 +105,24 @@ class UpstreamProtocol(Protocol):
     C{stopProducing}: a transport that loses its connection stops its
     producer, and a dead cloud must not close the datalogger when grott is
     about to answer it locally.  The relay closes both sides itself.
+
+    A plain slotted L{IProtocol} rather than a L{Protocol} subclass: one
+    lives as long as each datalogger connection, and it needs nothing of
+    L{Protocol} but the transport.
     """
+
+    __slots__ = ("datalogger", "transport")
 
     def __init__(self, datalogger):
         self.datalogger = datalogger
+        self.transport = None
+
+    def makeConnection(self, transport):
+        self.transport = transport
+        self.connectionMade()
+
+    def connectionMade(self):
+        pass
 
     def dataReceived(self, data):
         self.datalogger.fromUpstream(data)
