@@ -36,12 +36,15 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from grott import settings as catalogue
 from grott.codec import (
     FROM_DATALOGGER,
     ConfigGetRequest,
     ConfigSetRequest,
     InverterReadReply,
     InverterReadRequest,
+    InverterWriteMultiReply,
+    InverterWriteMultiRequest,
     InverterWriteRequest,
     PacketError,
     RecordType,
@@ -68,6 +71,8 @@ __all__ = [
 FIRST_SEQUENCE = 0x8000
 #: The most registers one read may ask for (a Modbus read of holding registers).
 MAX_READ = 125
+#: The most registers one multiple write (0x10) may carry (Modbus: 123).
+MAX_WRITE = 123
 #: The longest datalogger configuration value grott sends.
 MAX_CONFIG_TEXT = 255
 #: Commands waiting per datalogger behind the one in flight.
@@ -88,6 +93,7 @@ MAX_UNREAD = 1 << 20
 REDIRECTING_CONFIG = frozenset({17, 18, 19})
 
 _REPLY_TYPES = frozenset({RecordType.INVERTER_READ, RecordType.INVERTER_WRITE,
+                          RecordType.INVERTER_WRITE_MULTI,
                           RecordType.CONFIG_GET, RecordType.CONFIG_SET})
 
 
@@ -125,6 +131,8 @@ def _reply_key(message):
     """
     if isinstance(message, (InverterReadRequest, InverterReadReply)):
         return (RecordType.INVERTER_READ, message.first, message.last)
+    if isinstance(message, (InverterWriteMultiRequest, InverterWriteMultiReply)):
+        return (RecordType.INVERTER_WRITE_MULTI, message.first, message.last)
     if isinstance(message, ConfigGetRequest):
         # grott asks for one register: one reply (0x19 answers per register).
         return (RecordType.CONFIG_GET, message.first)
@@ -347,7 +355,8 @@ class CommandDispatcher:
     @_counted("set")
     def write_register(self, serial, register, value):
         """
-        Write one inverter holding register.
+        Write one inverter holding register (0x06).  Whether the register
+        may be written is the control plane's question (L{grott.control}).
 
         @return: a Deferred of (register, the value the inverter reports).
         """
@@ -358,12 +367,36 @@ class CommandDispatcher:
             if reply.status != 0:
                 raise CommandRefused(f"the inverter refused register {register} := {value} "
                                      f"(status {reply.status}, value {reply.value})")
-            self.log.info("datalogger {serial}: inverter register {register} set to {value} "
-                          "from the command socket", serial=serial, register=register,
-                          value=reply.value)
             return (reply.register, reply.value)
         return self._submit(serial, InverterWriteRequest(register, value), True, finish,
                             f"set {register}")
+
+    @_counted("mset")
+    def write_registers(self, serial, first, values):
+        """
+        Write consecutive inverter holding registers from C{first} in one
+        command (0x10), so a setting spread over several registers (a time
+        slot's start, end and enable) never exists half written.
+
+        @return: a Deferred of (first, last).
+        """
+        _u16(first, "register")
+        values = tuple(values)
+        if not 1 <= len(values) <= MAX_WRITE:
+            raise CommandError(f"{len(values)} values: a multiple write takes 1..{MAX_WRITE}")
+        for value in values:
+            _u16(value, "value")
+        last = first + len(values) - 1
+        if last > 0xFFFF:
+            raise CommandError(f"registers {first}..{last} go beyond 65535")
+
+        def finish(reply):
+            if reply.status != 0:
+                raise CommandRefused(f"the inverter refused registers {first}..{last} "
+                                     f"(status {reply.status})")
+            return (reply.first, reply.last)
+        return self._submit(serial, InverterWriteMultiRequest(first, values), True, finish,
+                            f"mset {first}..{last}")
 
     @_counted("dread")
     def read_config(self, serial, register):
@@ -399,9 +432,6 @@ class CommandDispatcher:
             if reply.status != 0:
                 raise CommandRefused(f"the datalogger refused register {register} := {text!r} "
                                      f"(status {reply.status})")
-            self.log.info("datalogger {serial}: configuration register {register} set to "
-                          "{value!r} from the command socket", serial=serial,
-                          register=register, value=text)
             return (register, text)
         if register in REDIRECTING_CONFIG:
             self.log.warn("datalogger {serial}: configuration register {register} := "  # noqa: G010
@@ -411,6 +441,12 @@ class CommandDispatcher:
                             f"dset {register}")
 
     # ---------------------------------------------------------------- queueing
+
+    def find_session(self, serial):
+        """
+        The session of datalogger C{serial}; L{NotConnected} if there is none.
+        """
+        return self._find(serial)
 
     def _find(self, serial):
         session = self.registry.by_serial(serial)
@@ -585,21 +621,43 @@ class CommandDispatcher:
 HELP = [
     "list                                     connected dataloggers: serial | inverter | protocol",
     "read <datalogger> <register> [<count>]   read inverter holding register(s)",
-    "set <datalogger> <register> <value>      write one inverter holding register",
+    "set <datalogger> <register> <value>      write one inverter holding register (0x06)",
+    "mset <datalogger> <register> <v1> <v2>.. write consecutive holding registers at once (0x10)",
+    ("setting <datalogger> [<name> [<value>]] the datalogger's settings, or read or change one "
+     "(the value is the rest of the line)"),
     "dread <datalogger> <register>            read a datalogger configuration register",
     ("dset <datalogger> <register> <value>     set a datalogger configuration register "
      "(the value is the rest of the line)"),
     "stats                                    the session report",
-    "help                                     this list",
+    "help                                     this list, then the named settings",
     "quit                                     close the connection",
 ]
 
 _USAGE = {
     "read": "read <datalogger serial> <register> [<count>]",
     "set": "set <datalogger serial> <register> <value>",
+    "mset": "mset <datalogger serial> <register> <value> [<value> ...]",
+    "setting": "setting <datalogger serial> [<name> [<value>]]",
     "dread": "dread <datalogger serial> <register>",
     "dset": "dset <datalogger serial> <register> <value>",
 }
+
+
+def settings_help():
+    """
+    The named settings per family, as C{help} lists them after the commands.
+    """
+    lines = [("settings (writes are read back; other registers are refused unless "
+              "control.allow_raw_writes):")]
+    for family, items in catalogue.SETTINGS.items():
+        lines.append(f"  {family}:")
+        lines.extend("  " + _setting_line(s) for s in items)
+    return lines
+
+
+def _setting_line(s):
+    regs = str(s.register) if s.count == 1 else f"{s.register}-{s.registers[-1]}"
+    return f"  {s.name:<27} {regs:<9} {s.describe()}"
 
 
 def _number(text, what):
@@ -876,15 +934,43 @@ class CommandProtocol(LineReceiver, TimeoutMixin):
         self._args("read", args, 2, 3)
         register = _number(args[1], "register")
         count = _number(args[2], "count") if len(args) == 3 else 1
-        d = self.factory.dispatcher.read_registers(args[0], register, count)
-        return d.addCallback(lambda values: [f"Reg: {r} Value: {v}" for r, v in values])
+        d = self.factory.control.read(args[0], register, count)
+        return d.addCallback(lambda held: [f"Reg: {r} Value: {v}" for r, v in held.items()])
+
+    def _who(self):
+        peer = self.transport.getPeer()
+        return f"telnet {getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
 
     def do_set(self, args, line):
         self._args("set", args, 3, 3)
         register = _number(args[1], "register")
         value = _number(args[2], "value")
-        d = self.factory.dispatcher.write_register(args[0], register, value)
-        return d.addCallback(lambda rv: [f"SET Reg: {rv[0]} Value: {rv[1]}"])
+        d = self.factory.control.write(args[0], register, [value], self._who())
+        return d.addCallback(lambda held: [f"SET Reg: {r} Value: {v}" for r, v in held.items()])
+
+    def do_mset(self, args, line):
+        self._args("mset", args, 3, 3 + MAX_WRITE)
+        register = _number(args[1], "register")
+        values = [_number(a, "value") for a in args[2:]]
+        d = self.factory.control.write(args[0], register, values, self._who())
+        return d.addCallback(lambda held: [f"SET Reg: {r} Value: {v}" for r, v in held.items()])
+
+    def do_setting(self, args, line):
+        self._args("setting", args, 1, 2 + len(args))
+        control = self.factory.control
+        if len(args) == 1:
+            family = control.family(args[0])
+            return [f"family {family or 'unknown (no record decoded yet)'}:"] + [
+                _setting_line(s) for s in control.settings(args[0])]
+        if len(args) == 2:
+            d = control.get(args[0], args[1].lower())
+        else:
+            # The value is the rest of the line: a slot or a clock has spaces.
+            value = line.strip().split(None, 3)[3]
+            d = control.set(args[0], args[1].lower(), value, self._who())
+        return d.addCallback(lambda answer: [
+            f"SETTING {answer['setting']} Value: {answer['value']} ("
+            + ", ".join(f"reg {r}={v}" for r, v in answer["registers"].items()) + ")"])
 
     def do_dread(self, args, line):
         self._args("dread", args, 2, 2)
@@ -897,14 +983,15 @@ class CommandProtocol(LineReceiver, TimeoutMixin):
         register = _number(args[1], "register")
         # The value is the rest of the line: a clock value has a space in it.
         value = line.strip().split(None, 3)[3]
-        d = self.factory.dispatcher.write_config(args[0], register, value)
-        return d.addCallback(lambda rv: [f"SET Reg: {rv[0]} Value: {_printable(rv[1])}"])
+        d = self.factory.control.dwrite(args[0], register, value, self._who())
+        return d.addCallback(lambda held: [f"SET Reg: {r} Value: {_printable(v)}"
+                                           for r, v in held.items()])
 
     def do_stats(self, args, line):
         return [text for text in self.factory.report() if text.strip()]
 
     def do_help(self, args, line):
-        return list(HELP)
+        return HELP + settings_help()
 
     def do_quit(self, args, line):
         self.close()
@@ -916,6 +1003,8 @@ class CommandFactory(ServerFactory):
 
     @param report: returns the stats report as lines.
     @param listen: the endpoint description, for the start-up log lines.
+    @param control: the L{grott.control.Control} every write goes through
+        (default: one with the default safety rules).
     """
 
     protocol = CommandProtocol
@@ -924,7 +1013,11 @@ class CommandFactory(ServerFactory):
 
     def __init__(self, dispatcher, report, listen=None, max_clients=MAX_CLIENTS, *,
                  clock=None, idle_timeout=IDLE_TIMEOUT, rate=RATE_LIMIT, burst=None,
-                 token=None, max_unread=MAX_UNREAD):
+                 token=None, max_unread=MAX_UNREAD, control=None):
+        if control is None:
+            from grott.control import Control  # grott.control builds on this module
+            control = Control(dispatcher)
+        self.control = control
         self.dispatcher = dispatcher
         self.report = report
         self.listen = listen

@@ -377,6 +377,25 @@ class OutputsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ControlConfig:
+    """
+    The control plane (grott.control): what may be written, and MQTT
+    request/reply.
+    """
+
+    #: Write any holding / datalogger register, not only the family's
+    #: documented settings (17-19 stay protected by proxy.protect_server_address).
+    allow_raw_writes: bool = _field(False)
+    #: Answer requests on TOPIC_PREFIX/<datalogger>/request (needs outputs.mqtt).
+    mqtt: bool = _field(False)
+    #: First topic level of request, reply and status topics.
+    topic_prefix: str = _field("grott", _topic)
+    #: Seconds between reads that refresh the Home Assistant settings
+    #: entities (control.mqtt with outputs.mqtt.discovery); 0 = never.
+    poll_interval: float = _field(600.0, _non_negative)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """
     The whole configuration.  C{source} is the file it came from.
@@ -386,6 +405,7 @@ class Config:
     instance: InstanceConfig = dataclasses.field(default_factory=InstanceConfig)
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
     command: CommandConfig = dataclasses.field(default_factory=CommandConfig)
+    control: ControlConfig = dataclasses.field(default_factory=ControlConfig)
     #: The monitoring HTTP endpoint: Prometheus metrics, health, stats.
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
@@ -465,6 +485,9 @@ def config_from_dict(data, source="<config>"):
         config = _build(Config, data, "")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    if config.control.mqtt and config.outputs.mqtt is None:
+        raise ConfigError(f"{source}: control.mqtt: needs outputs.mqtt (the broker connection "
+                          "it uses)")
     return dataclasses.replace(config, source=source)
 
 

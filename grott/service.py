@@ -8,6 +8,8 @@ The service tree: what runs, wired together.
      +- plugins    plugin host: a bounded queue per plugin, thread pool, outputs
      +- proxy      datalogger listener (strports) -> per-datalogger upstream
      +- stats      the session report on SIGUSR1
+     +- control    MQTT request/reply for the control plane (control.mqtt)
+     +- control-entities  Home Assistant entities for the settings (+ discovery)
      +- command    the admin socket (grott.commands); absent with command.listen: none
 
 Children stop in reverse: the proxy stops taking data before the plugins
@@ -29,6 +31,8 @@ from twisted.internet.error import CannotListenError
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory, is_loopback
 from grott.config import ConfigError, allowed_serials
+from grott.control import Control
+from grott.controlhass import ControlEntities
 from grott.counters import TimedEndpoint, count_decoding
 from grott.instance import instance_id
 from grott.interfaces import IGrottObserver
@@ -243,6 +247,17 @@ def validate(config):
     makeDecoder(config)
 
 
+def _mqtt_output(config, plugins):
+    """
+    The running mqtt output, whose connection the control plane shares.
+    """
+    for runner in plugins.runners:
+        if runner.name == "mqtt" and hasattr(runner.plugin, "subscribe"):
+            return runner.plugin
+    raise ConfigError(f"{config.source}: control.mqtt: the mqtt output is not running "
+                      "(check outputs.mqtt and plugins.enabled/disabled)")
+
+
 def _allowed_serials(config):
     """
     C{proxy.allowed_serials} as a list, or None when any serial may connect;
@@ -275,6 +290,10 @@ def makeService(config, reactor):
     upstream = None if proxyConfig.upstream == "none" else \
         TimedEndpoint(clientFromString(reactor, proxyConfig.upstream), registry.totals, reactor)
     commands = CommandDispatcher(registry, reactor, timeout=config.command.timeout)
+    timezone = _timezone(proxyConfig.timezone)
+    control = Control(commands, allow_raw_writes=config.control.allow_raw_writes,
+                      protect_server_address=config.proxy.protect_server_address,
+                      now=lambda: reactor.seconds(), timezone=timezone)
     factory = ProxyFactory(
         upstream, registry, reactor,
         commands=commands,
@@ -290,7 +309,7 @@ def makeService(config, reactor):
         policy=CloudCommandPolicy(proxyConfig.cloud_commands,
                                   proxyConfig.protect_server_address),
         set_time=proxyConfig.set_time,
-        timezone=_timezone(proxyConfig.timezone),
+        timezone=timezone,
         allowed_serials=_allowed_serials(config),
         allowed_networks=[str(n) for n in proxyConfig.allowed_networks] or None,
         proxied=proxyConfig.listen.startswith("haproxy:"),
@@ -305,7 +324,25 @@ def makeService(config, reactor):
                          instance_id=top.instance_id)
     proxy.setName("proxy")
 
-    extra = [commands.report_lines, partial(plugin_lines, plugins)]
+    extra = [commands.report_lines, control.report_lines, partial(plugin_lines, plugins)]
+    controlServices = []
+    mqttControl = None
+    if config.control.mqtt:
+        # Imported only when on: it brings paho (see _monitoring).
+        from grott.mqttcontrol import MqttControl
+        mqttControl = MqttControl(control, _mqtt_output(config, plugins), registry,
+                                  prefix=config.control.topic_prefix,
+                                  instance_id=instance_id(config))
+        mqttControl.setName("control")
+        controlServices.append(mqttControl)
+        extra.insert(2, mqttControl.report_lines)
+        if config.outputs.mqtt.discovery:
+            entities = ControlEntities(control, mqttControl.mqtt, registry, reactor,
+                                       prefix=config.control.topic_prefix,
+                                       discovery_prefix=config.outputs.mqtt.discovery_prefix,
+                                       poll_interval=config.control.poll_interval)
+            entities.setName("control-entities")
+            controlServices.append(entities)
 
     def report():
         return report_lines(registry, reactor.seconds(), extra=extra,
@@ -314,6 +351,7 @@ def makeService(config, reactor):
     def report_json():
         data = report_data(registry, reactor.seconds(), top.instance_id)
         data["commands"] = commands.report()
+        data["control"] = dict(control.counts)
         data["plugins"] = plugins.stats()
         data["observers"] = {runner.name: runner.plugin.reportData()
                              for runner in plugins.runners
@@ -335,12 +373,15 @@ def makeService(config, reactor):
     plugins.setServiceParent(top)
     proxy.setServiceParent(top)
     stats.setServiceParent(top)
+    # After the proxy: they stop first, saying "offline" while MQTT is up.
+    for child in controlServices:
+        child.setServiceParent(top)
     if config.command.listen != "none":
         # strports: a command port in use stops start-up like the proxy's.
         c = config.command
         adminFactory = CommandFactory(commands, report, listen=c.listen, clock=reactor,
                                       idle_timeout=c.idle_timeout, rate=c.rate_limit,
-                                      token=c.token)
+                                      token=c.token, control=control)
         extra.insert(0, adminFactory.report_lines)
         admin = strports.service(command_endpoint(c), adminFactory, reactor=reactor)
         if _is_unix(c.listen):
@@ -348,6 +389,8 @@ def makeService(config, reactor):
         admin.setName("command")
         admin.setServiceParent(top)
     top.commands = commands
+    top.control = control
+    top.mqttControl = mqttControl
     top.registry = registry
     top.report = report
     top.report_json = report_json

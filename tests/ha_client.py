@@ -6,6 +6,8 @@ Python (it has aiohttp), never imported by the tests themselves.
         prints {"states", "entities", "devices"} as JSON and exits
     python ha_client.py watch URL TOKEN FILE
         appends every state change as a JSON line to FILE until killed
+    python ha_client.py call URL TOKEN DOMAIN SERVICE JSON
+        calls a service (as the UI does) with JSON as its data and exits
 """
 
 import asyncio
@@ -48,6 +50,14 @@ async def query(url, token):
     json.dump(result, sys.stdout)
 
 
+async def call(url, token, domain, service, data):
+    async with aiohttp.ClientSession() as session:
+        ws = await _connect(session, url, token)
+        await _call(ws, 1, {"type": "call_service", "domain": domain, "service": service,
+                            "service_data": json.loads(data)})
+        await ws.close()
+
+
 async def watch(url, token, out):
     async with aiohttp.ClientSession() as session:
         ws = await _connect(session, url, token)
@@ -68,6 +78,8 @@ if __name__ == "__main__":
     mode, url, token = sys.argv[1:4]
     if mode == "query":
         asyncio.run(query(url, token))
+    elif mode == "call":
+        asyncio.run(call(url, token, *sys.argv[4:7]))
     else:
         with open(sys.argv[4], "a", encoding="utf-8") as changes:
             asyncio.run(watch(url, token, changes))

@@ -19,10 +19,14 @@ import subprocess
 import time
 
 from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
+from grott.config import config_from_dict
+from grott.service import makeService
+from tests import mosquitto
 from tests.mosquitto import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,6 +93,7 @@ class _Process(protocol.ProcessProtocol):
         self.errors = (self.errors + data)[-20000:]
 
     def processEnded(self, reason):
+        self.exit_code = getattr(reason.value, "exitCode", None)
         self.ended.callback(None)
 
 
@@ -205,6 +210,19 @@ class HomeAssistant:
             raise RuntimeError("the websocket query failed: "
                                + process.errors.decode(errors="replace")) from None
 
+    async def call(self, domain, service, data):
+        """
+        Call a service through the websocket API, as the UI does.
+        """
+        process = _Process(keep=None)
+        reactor.spawnProcess(process, PYTHON, [PYTHON, CLIENT, "call", self.url, self.token,
+                                               domain, service, json.dumps(data)],
+                             env=_environment())
+        await process.ended
+        if process.exit_code != 0:
+            raise RuntimeError("the service call failed: "
+                               + process.errors.decode(errors="replace"))
+
     def watch(self, path):
         """
         Record every state change into C{path} (JSON lines) from now on;
@@ -235,3 +253,38 @@ class HomeAssistant:
                 process.transport.signalProcess("TERM")
                 waits.append(process.ended)
         return defer.gatherResults(waits)
+
+
+async def broker_and_home_assistant(case):
+    """
+    A mosquitto and a Home Assistant that uses it, both started for the
+    test case C{case} and stopped after it: (broker, hass).
+    """
+    broker = mosquitto.Broker(case.mktemp())
+    await broker.start()
+    case.addCleanup(broker.stop)
+    hass = HomeAssistant(case.mktemp(), broker.port)
+    case.addCleanup(hass.stop)
+    await hass.start()
+    return broker, hass
+
+
+def grott_for(case, broker, **sections):
+    """
+    grott (makeService) in cloud-free mode with discovery on, publishing to
+    C{broker}, started for C{case}; C{sections} add to the configuration.
+
+    @return: (the service, a client endpoint of its datalogger port).
+    """
+    config = config_from_dict(dict({
+        "proxy": {"listen": "tcp:0:interface=127.0.0.1", "upstream": "none"},
+        "command": {"listen": "none"}, "metrics": {"listen": "none"},
+        "plugins": {"directory": os.path.abspath(case.mktemp())},
+        "outputs": {"mqtt": {"host": "127.0.0.1", "port": broker.port, "discovery": True}},
+    }, **sections), "ha-test.yaml")
+    top = makeService(config, reactor)
+    top.privilegedStartService()
+    top.startService()
+    case.addCleanup(top.stopService)
+    port = top.getServiceNamed("proxy").getServiceNamed("listener")._waitingForPort.result
+    return top, TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)

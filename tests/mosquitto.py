@@ -159,8 +159,8 @@ class Subscriber:
         if not self.subscribed.called:
             self.subscribed.callback(None)
 
-    def _got(self, topic, payload, retain):
-        self.messages.append((topic, payload, retain))
+    def _got(self, topic, payload, retain, *extra):
+        self.messages.append((topic, payload, retain, *extra))
         for entry in list(self._waiters):
             predicate, d = entry
             if predicate(self.messages):

@@ -4,6 +4,8 @@ vectors, a config builder, and small plugins with known behaviour.
 """
 
 import dataclasses
+import json
+import os
 import threading
 import types
 
@@ -27,6 +29,20 @@ DATA_VECTORS = (
 
 def packet_and_record(vector_id="grott-p6-0104-classic"):
     packet = parse_packet(raw(vector_id))
+    return packet, Decoder().decode(packet)
+
+
+#: Smart-meter cases (real captures and encoded documented values).
+_COVERAGE = os.path.join(os.path.dirname(__file__), "data", "coverage.json")
+
+
+def meter_packet_and_record(case_id="meter-0x20-capture-grott-352"):
+    """
+    A smart meter's (packet, record) from tests/data/coverage.json.
+    """
+    with open(_COVERAGE, encoding="utf-8") as f:
+        [case] = [c for c in json.load(f)["cases"] if c["id"] == case_id]
+    packet = parse_packet(bytes.fromhex(case["hex"]))
     return packet, Decoder().decode(packet)
 
 

@@ -32,7 +32,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from grott import logs, tap
 from grott.codec import InverterReadReply
-from grott.commands import HELP, CommandDispatcher, CommandFactory
+from grott.commands import HELP, CommandDispatcher, CommandFactory, settings_help
 from grott.config import ConfigError, config_from_string
 from grott.service import PrivateListener, makeService
 from grott.session import Registry
@@ -40,7 +40,7 @@ from tests.test_commands_unit import SERIAL, Fixture
 
 TOKEN = "t0k3n-For-The-Admin-Socket"
 #: What one "help" answer costs on the wire.
-HELP_ANSWER = sum(len(line) + 2 for line in HELP) + 2
+HELP_ANSWER = sum(len(line) + 2 for line in HELP + settings_help()) + 2
 
 
 class Client(LineReceiver):
@@ -154,7 +154,7 @@ class NonReadingClientTests(LoopbackBase):
         self.assertIn("unread", server._holds)
         client.transport.resumeProducing()
         await poll(lambda: len(client.answers) == count)
-        self.assertEqual(client.answers[-1], list(HELP))
+        self.assertEqual(client.answers[-1], HELP + settings_help())
         self.assertEqual(len(self.factory.clients), 1)
 
     def test_closedPastTheBound(self):
@@ -315,6 +315,7 @@ class ServiceTests(TestCase):
     def config(self, command):
         return config_from_string(
             "proxy:\n  listen: tcp:0:interface=127.0.0.1\n  upstream: none\n"
+            "metrics:\n  listen: none\n"
             f"plugins:\n  directory: {os.path.abspath(self.mktemp())}\n"
             f"command:\n{command}", source="test.yaml")
 

@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from grott.codec import COMMANDS, InverterReadRequest, RecordType
 from grott.commands import CommandDispatcher, CommandFactory
 from grott.config import config_from_string
+from grott.control import Control
 from grott.proxy import ProxyFactory
 from grott.service import makeService
 from grott.session import Registry
@@ -132,10 +133,14 @@ class CommandLoopbackBase(TestCase):
 
         def report():
             return report_lines(self.registry, reactor.seconds(),
-                                extra=[self.dispatcher.report_lines])
+                                extra=[self.dispatcher.report_lines, self.control.report_lines])
         # The admin clients' idle and rate timers: a clock of their own.
         self.adminClock = Clock()
-        self.admin = CommandFactory(self.dispatcher, report, clock=self.adminClock)
+        # Raw writes allowed: these tests are about the wire; the safety
+        # rules have their own (test_control_loopback).
+        self.control = Control(self.dispatcher, allow_raw_writes=True)
+        self.admin = CommandFactory(self.dispatcher, report, clock=self.adminClock,
+                                    control=self.control)
         self.adminPort = await _listen(self.admin)
         # Cleanups run last-added first: clients, dataloggers, then the proxy and cloud.
         self.addCleanup(self.cloud.close_all)
@@ -216,7 +221,9 @@ class CommandTests(CommandLoopbackBase):
         admin = await self.client()
         answer = await admin.command("set SIMA000001 500 1")
         self.assertEqual(len(answer), 1)
-        self.assertTrue(answer[0].startswith("ERROR the inverter refused register 500"), answer)
+        # The read before the write already fails: nothing is written.
+        self.assertTrue(answer[0].startswith("ERROR the inverter could not read registers 500"),
+                        answer)
         answer = await admin.command("read SIMA000001 500 2")
         self.assertTrue(answer[0].startswith("ERROR the inverter could not read"), answer)
         await self.roundTrip(logger)
@@ -238,7 +245,8 @@ class CommandTests(CommandLoopbackBase):
             answer = await admin.command(f"dset {serial} 8 OTHER")
             refused = "ERROR the datalogger refused register 8 := 'OTHER' (status 1)"
             self.assertEqual(answer, [refused])
-            self.assertEqual(logger.state.stats.commands["config_get"], 3)
+            # Each dset reads before the write and, when it worked, after it.
+            self.assertEqual(logger.state.stats.commands["config_get"], 3 + 2 * 2 + 1)
             self.assertEqual(logger.state.stats.commands["config_set"], 3)
             await self.roundTrip(logger)
         self.assertCloudSawNoReplies()
@@ -269,13 +277,18 @@ class CommandTests(CommandLoopbackBase):
         await self.datalogger("SIMA000001")
         admin = await self.client()
         help_ = await admin.command("help")
-        self.assertEqual([line.split()[0] for line in help_],
-                         ["list", "read", "set", "dread", "dset", "stats", "help", "quit"])
+        commands = help_[:help_.index(next(line for line in help_ if line.startswith("settings")))]
+        self.assertEqual([line.split()[0] for line in commands],
+                         ["list", "read", "set", "mset", "setting", "dread", "dset", "stats",
+                          "help", "quit"])
+        self.assertIn("    active_power_rate           3         0..100 %", help_)
         await admin.command("read SIMA000001 0")
         stats = await admin.command("stats")
         self.assertTrue(stats[0].startswith("1 datalogger(s) connected"), stats)
         self.assertTrue(any(line.strip().startswith("SIMA000001 ") for line in stats), stats)
-        self.assertTrue(stats[-1].startswith("  commands: sent=1 answered=1 "), stats)
+        self.assertIn("  control writes: total=0 ok=0 refused=0 mismatch=0 failed=0", stats)
+        self.assertTrue(any(line.startswith("  commands: sent=1 answered=1 ") for line in stats),
+                        stats)
         admin.transport.write(b"quit\r\n")
         await admin.lost
 
@@ -341,16 +354,17 @@ class CommandTests(CommandLoopbackBase):
     async def test_commandsToOneDataloggerQueueAcrossClients(self):
         logger = await self.datalogger("SIMA000001", factory=HoldingFactory)
         first, second = await self.client(), await self.client()
-        a = first.command("set SIMA000001 3 7")
+        old = logger.state.inverter.holding[3]
+        a = first.command("read SIMA000001 3")
         await logger.whenHeld(1)
-        b = second.command("read SIMA000001 3")
-        # The second client's read waits behind the first's write.
+        b = second.command("set SIMA000001 3 7")
+        # The second client's write waits behind the first's read.
         await self.roundTrip(logger)
         self.assertEqual(len(logger.held), 1)
         logger.hold = False
         logger.release()
-        self.assertEqual(await a, ["SET Reg: 3 Value: 7"])
-        self.assertEqual(await b, ["Reg: 3 Value: 7"])
+        self.assertEqual(await a, [f"Reg: 3 Value: {old}"])
+        self.assertEqual(await b, ["SET Reg: 3 Value: 7"])
         self.assertCloudSawNoReplies()
 
     async def test_differentDataloggersRunConcurrently(self):
@@ -419,7 +433,7 @@ class ServiceTests(TestCase):
             Factory.forProtocol(AdminClient))
         self.assertEqual(await client.command("list"), [])
         stats = await client.command("stats")
-        self.assertIn("  commands: sent=0", stats[-1])
+        self.assertTrue(any(line.startswith("  commands: sent=0") for line in stats), stats)
         await top.stopService()
         # Stopping the listener closes the admin connections too.
         await client.lost
@@ -441,9 +455,9 @@ class ServiceTests(TestCase):
             Factory.forProtocol(AdminClient))
         self.addCleanup(client.transport.loseConnection)
         self.assertEqual(await client.command("list"), ["SIMC000003 | IVMC000003 | 6"])
-        self.assertEqual(await client.command("set SIMC000003 5 1234"), ["SET Reg: 5 Value: 1234"])
-        self.assertEqual(await client.command("read SIMC000003 5"), ["Reg: 5 Value: 1234"])
-        self.assertEqual(logger.state.inverter.holding[5], 1234)
+        self.assertEqual(await client.command("set SIMC000003 3 55"), ["SET Reg: 3 Value: 55"])
+        self.assertEqual(await client.command("read SIMC000003 3"), ["Reg: 3 Value: 55"])
+        self.assertEqual(logger.state.inverter.holding[3], 55)
 
     def test_none(self):
         top = makeService(self.config("none"), reactor)

@@ -39,6 +39,7 @@ from grott.commands import (
     NotConnected,
     is_loopback,
 )
+from grott.control import Control
 from grott.session import Registry, Session
 from tests.relayhelpers import CallableLink
 
@@ -346,7 +347,10 @@ class Admin:
     """
 
     def __init__(self, fixture, report=lambda: ["report line", "", "  second"]):
-        self.factory = CommandFactory(fixture.dispatcher, report)
+        # Raw writes allowed: these tests are about the line protocol;
+        # the safety rules have their own tests (test_control).
+        self.factory = CommandFactory(fixture.dispatcher, report,
+                                      control=Control(fixture.dispatcher, allow_raw_writes=True))
         self.protocol = self.factory.buildProtocol(None)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
@@ -397,17 +401,24 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(self.admin.send(b""), "Reg: 10 Value: 7\r\nReg: 11 Value: 8\r\n\r\n")
 
     def test_setDreadDset(self):
+        # A write is: read the old value, write, read back.
         self.admin.send(b"Set JPC281833B 0x10 300\n")
+        self.assertEqual(self.f.request()[1], InverterReadRequest(16, 16))
+        self.f.consume(self.f.reply(InverterReadReply(16, 16, (5,))))
         self.assertEqual(self.f.request()[1], InverterWriteRequest(16, 300))
         self.f.consume(self.f.reply(InverterWriteReply(16, 0, 300)))
+        self.assertEqual(self.f.request()[1], InverterReadRequest(16, 16))
+        self.f.consume(self.f.reply(InverterReadReply(16, 16, (300,))))
         self.assertEqual(self.admin.send(b""), "SET Reg: 16 Value: 300\r\n\r\n")
         self.admin.send(b"dread JPC281833B 56\n")
         self.f.consume(self.f.reply(ConfigGetReply(56, b"my\r\nwifi\x7f")))
         self.assertEqual(self.admin.send(b""), "Reg: 56 Value: my\\x0d\\x0awifi\\x7f\r\n\r\n")
         self.admin.send(b"dset JPC281833B 31   2024-05-01 12:00:00\r\n")
+        self.f.consume(self.f.reply(ConfigGetReply(31, b"2024-05-01 11:00:00")))
         self.assertEqual(self.f.request()[1], ConfigSetRequest(31, b"2024-05-01 12:00:00"))
         self.f.consume(self.f.reply(ConfigSetReply(31, 0)))
-        self.assertEqual(self.admin.send(b""), "SET Reg: 31 Value: 2024-05-01 12:00:00\r\n\r\n")
+        self.f.consume(self.f.reply(ConfigGetReply(31, b"2024-05-01 12:00:01")))
+        self.assertEqual(self.admin.send(b""), "SET Reg: 31 Value: 2024-05-01 12:00:01\r\n\r\n")
 
     def test_errorsKeepConnectionUsable(self):
         cases = {

@@ -3,8 +3,8 @@ grott, a real mosquitto and a real Home Assistant core (2024.3): what a user
 sees after switching discovery on, with nothing else configured.
 
 Two simulated dataloggers (a MIN/TL-X and a classic inverter), each with a
-burst of buffered records before its live data, go through grott in
-cloud-free mode; Home Assistant's states, entity and device registries
+burst of buffered records before its live data, and a third datalogger
+sending a captured smart-meter record, go through grott in cloud-free mode; Home Assistant's states, entity and device registries
 (websocket API) and its log are then read back.  Skipped with the reason
 when there is no Home Assistant venv (see tests/homeassistant.py) or no
 mosquitto.
@@ -14,17 +14,17 @@ import json
 import os
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.python.log import msg
 from twisted.trial import unittest
 
-from grott.config import config_from_dict
-from grott.service import makeService
 from grott.testing.simulator import DataloggerFactory, DataloggerSpec
-from tests import homeassistant, mosquitto
+from tests import homeassistant, mosquitto, relayhelpers
+from tests.pluginhelpers import meter_packet_and_record
 
 BUFFERED = 5
+#: The smart meter the MIN's datalogger simulates (device address 0x22).
+SIM_METER = "HAINVMIN01-meter-22"
 #: Live records per inverter: the classic one sends a single live record, so
 #: Home Assistant shows the first state after discovery or nothing.
 LIVE = {"HAINVMIN01": 4, "HAINVCLS01": 1}
@@ -70,12 +70,7 @@ class HomeAssistantTests(unittest.TestCase):
         return defer.Deferred.fromCoroutine(self._scenario())
 
     async def _scenario(self):
-        broker = mosquitto.Broker(self.mktemp())
-        await broker.start()
-        self.addCleanup(broker.stop)
-        hass = homeassistant.HomeAssistant(self.mktemp(), broker.port)
-        self.addCleanup(hass.stop)
-        await hass.start()
+        broker, hass = await homeassistant.broker_and_home_assistant(self)
         changes = os.path.abspath(self.mktemp())
         await hass.watch(changes)
 
@@ -83,21 +78,10 @@ class HomeAssistantTests(unittest.TestCase):
         self.addCleanup(subscriber.stop)
         await subscriber.subscribed
 
-        config = config_from_dict({
-            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "upstream": "none"},
-            "command": {"listen": "none"}, "metrics": {"listen": "none"},
-            "plugins": {"directory": os.path.abspath(self.mktemp())},
-            "outputs": {"mqtt": {"host": "127.0.0.1", "port": broker.port,
-                                 "discovery": True}},
-        }, "ha-test.yaml")
-        top = makeService(config, reactor)
-        top.privilegedStartService()
-        top.startService()
-        self.addCleanup(top.stopService)
-        port = top.getServiceNamed("proxy").getServiceNamed("listener")._waitingForPort.result
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        _, endpoint = homeassistant.grott_for(self, broker)
         specs = [DataloggerSpec("HADLMIN001", inverter_serial="HAINVMIN01", family="min",
                                 interval=2.0, ping_interval=0, buffered=BUFFERED,
+                                meter_address=0x22,
                                 records=BUFFERED + LIVE["HAINVMIN01"]),
                  DataloggerSpec("HADLCLS001", inverter_serial="HAINVCLS01", family="classic",
                                 interval=2.0, ping_interval=0, buffered=BUFFERED,
@@ -139,6 +123,13 @@ class HomeAssistantTests(unittest.TestCase):
                         return None
                     if float(states[entity]) != float(want[key]):
                         return None
+            # The MIN's simulated meter: its last live record shows.
+            meter = subscriber.on(f"energy/growatt/{SIM_METER}")
+            entity = ids.get(f"grott_{SIM_METER}_pos_act_energy")
+            if not meter or entity is None or states.get(entity) in (None, "unknown"):
+                return None
+            if float(states[entity]) != json.loads(meter[-1][0])["values"]["pos_act_energy"]:
+                return None
             return seen
 
         seen = await _until(settled, "Home Assistant shows the last live values")
@@ -173,6 +164,11 @@ class HomeAssistantTests(unittest.TestCase):
             self.assertEqual(datalogger["name"], f"Growatt datalogger {logger.spec.serial}")
             self.assertEqual(devices[datalogger["via_device_id"]]["name"], "grott proxy")
             self.assertEqual(device["serial_number"], serial)
+        [sim_meter] = [d for d in devices.values() if ["mqtt", f"grott_{SIM_METER}"]
+                       in d["identifiers"]]
+        self.assertEqual(devices[sim_meter["via_device_id"]]["name"],
+                         "Growatt datalogger HADLMIN001")
+        self.assertEqual(sim_meter["model"], "Smart meter")
         min_device = next(d for d in devices.values()
                           if ["mqtt", "grott_HAINVMIN01"] in d["identifiers"])
         self.assertIn("DTC 5100", min_device["model"])
@@ -184,6 +180,8 @@ class HomeAssistantTests(unittest.TestCase):
                         if e["unique_id"].startswith("grott_proxy_")}
         self.assertEqual(proxy_states["grott_proxy_energy_growatt_dataloggers"], "2")
         self.assertIn("grott_proxy_energy_growatt_cloud", proxy_states)
+
+        await self._meter(hass, port)
 
         # No energy sensor ever went backwards (the buffered burst older
         # than the live data never reached them).
@@ -205,6 +203,10 @@ class HomeAssistantTests(unittest.TestCase):
             return now if now[min_power]["state"] == "unavailable" else None
 
         now = await _until(min_unavailable, "the MIN inverter goes unavailable")
+        # Its meter with it.
+        sim_meter = by_unique[f"grott_{SIM_METER}_pos_rev_act_power"]["entity_id"]
+        await _until(lambda: self._state_is(hass, sim_meter, "unavailable"),
+                     "the MIN's meter goes unavailable")
         self.assertNotEqual(now[classic_power]["state"], "unavailable")
         connected = by_unique["grott_dl_HADLMIN001_connected"]["entity_id"]
         self.assertEqual(now[connected]["state"], "off")
@@ -223,3 +225,74 @@ class HomeAssistantTests(unittest.TestCase):
             self.assertNotIn(bad, log)
         self.assertNotIn("mqtt", "\n".join(line for line in log.splitlines()
                                            if " ERROR " in line).lower())
+
+    async def _state_is(self, hass, entity_id, state):
+        return (await hass.states())[entity_id]["state"] == state
+
+    async def _meter(self, hass, port):
+        """
+        A datalogger stand-in sends a captured smart-meter record (0x20,
+        grott issue #352): Home Assistant shows the meter as a device of its
+        own, beside the inverter devices, with the record's values; it goes
+        unavailable when its datalogger disconnects.
+        """
+        packet, record = meter_packet_and_record()
+        client = await relayhelpers.connect(reactor, port)
+        self.addCleanup(lambda: client.transport.loseConnection())
+        client.transport.write(packet.raw)
+        node = "grott_QDL1CKK028-meter-01"
+        want = {"voltage_l1": 238.9, "Current_l3": 1.6, "act_power_l1": -44.5,
+                "pos_rev_act_power": -46.2, "powerfactor": -0.055, "frequency": 50.0,
+                "pos_act_energy": 269.6, "rev_act_energy": 67.9}
+
+        async def shown():
+            seen = await hass.query()
+            ids = {e["unique_id"]: e["entity_id"] for e in seen["entities"]}
+            states = {s["entity_id"]: s["state"] for s in seen["states"]}
+            for key, value in want.items():
+                state = states.get(ids.get(f"{node}_{key}"))
+                if state in (None, "unknown", "unavailable") or float(state) != value:
+                    return None
+            return seen
+
+        seen = await _until(shown, "Home Assistant shows the meter's values")
+        devices = {d["id"]: d for d in seen["devices"]}
+        states = {s["entity_id"]: s for s in seen["states"]}
+        [meter] = [d for d in devices.values() if ["mqtt", node] in d["identifiers"]]
+        self.assertEqual((meter["name"], meter["model"]),
+                         ("Smart meter QDL1CKK028-meter-01", "Smart meter"))
+        self.assertEqual(devices[meter["via_device_id"]]["name"],
+                         f"Growatt datalogger {record.datalogger_serial}")
+        mine = [e for e in seen["entities"] if e["device_id"] == meter["id"]]
+        enabled = [e for e in mine if e["disabled_by"] is None]
+        msg(f"HA device {meter['name']} ({meter['model']}): {len(mine)} entities, "
+            f"{len(enabled)} enabled; " + ", ".join(
+                f"{states[e['entity_id']]['attributes'].get('friendly_name')}="
+                f"{states[e['entity_id']]['state']}" for e in enabled))
+        self.assertEqual(len(enabled), 14)
+        self.assertTrue(all(e["unique_id"].startswith(node + "_") for e in mine))
+        for entry in enabled:
+            self.assertNotIn(states[entry["entity_id"]]["state"], ("unknown", "unavailable", ""))
+        energy = {e["unique_id"]: states[e["entity_id"]]["attributes"] for e in enabled}
+        for key, name in (("pos_act_energy", "Energy imported"),
+                          ("rev_act_energy", "Energy exported")):
+            attributes = energy[f"{node}_{key}"]
+            self.assertEqual((attributes["device_class"], attributes["state_class"],
+                              attributes["unit_of_measurement"], attributes["friendly_name"]),
+                             ("energy", "total_increasing", "kWh",
+                              f"Smart meter QDL1CKK028-meter-01 {name}"))
+        # Every meter entity sits on its own meter's device, none on an inverter's.
+        for entry in seen["entities"]:
+            if "-meter-" in entry["unique_id"]:
+                device = devices[entry["device_id"]]
+                self.assertEqual(device["model"], "Smart meter", entry["unique_id"])
+                [(_, identifier)] = device["identifiers"]
+                self.assertTrue(entry["unique_id"].startswith(identifier + "_"))
+
+        power = {e["unique_id"]: e["entity_id"] for e in mine}[f"{node}_pos_rev_act_power"]
+        client.transport.loseConnection()
+
+        async def unavailable():
+            return (await hass.states())[power]["state"] == "unavailable"
+
+        await _until(unavailable, "the meter goes unavailable with its datalogger")

@@ -15,6 +15,7 @@ from twisted.trial import unittest
 
 from grott.outputs import guards, hass, hass_entities
 from grott.registers.maps import FAMILIES
+from grott.registers.meter import METER_LOG_FIELDS, METER_VALUE_FIELDS
 
 SNAPSHOTS = os.path.join(os.path.dirname(__file__), "data", "hass")
 
@@ -36,10 +37,20 @@ def _configs(family, discovery_all=False, expire_after=900):
                                               _units(family, "holding"), expire_after)
 
 
+def _meter_units(fields=METER_VALUE_FIELDS):
+    return {field.name: field.unit for field in fields}
+
+
+def _meter_configs(discovery_all=False, phases=3, fields=METER_VALUE_FIELDS):
+    meter = hass.Meter(device_id="INV0000001-meter-01", datalogger="DLG0000001", address=1,
+                       reports_for="INV0000001", phases=phases)
+    return _discovery(discovery_all).meter(meter, _meter_units(fields), 900)
+
+
 class SnapshotTests(unittest.SynchronousTestCase):
 
-    def check_snapshot(self, family):
-        configs = _configs(family)
+    def check_snapshot(self, family, configs=None):
+        configs = _configs(family) if configs is None else configs
         path = os.path.join(SNAPSHOTS, f"{family}.json")
         text = json.dumps(configs, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
         if os.environ.get("GROTT_UPDATE_SNAPSHOTS"):
@@ -63,6 +74,9 @@ class SnapshotTests(unittest.SynchronousTestCase):
 
     def test_spf(self):
         self.check_snapshot("spf")
+
+    def test_meter(self):
+        self.check_snapshot("meter", _meter_configs())
 
 
 class TableTests(unittest.SynchronousTestCase):
@@ -176,6 +190,81 @@ class TableTests(unittest.SynchronousTestCase):
             "grott_proxy_energy_growatt_local_acks", "grott_proxy_energy_growatt_records_dropped",
             "grott_proxy_energy_growatt_records_held"])
         self.assertTrue(all(c["device"]["name"] == "grott proxy" for c in proxy.values()))
+
+
+class MeterTests(unittest.SynchronousTestCase):
+    """
+    A smart meter is a device of its own: its device, rows and ids.
+    """
+
+    def test_device(self):
+        configs = _meter_configs()
+        devices = {json.dumps(c["device"], sort_keys=True) for c in configs.values()}
+        self.assertEqual([json.loads(d) for d in devices], [{
+            "identifiers": ["grott_INV0000001-meter-01"],
+            "name": "Smart meter INV0000001-meter-01", "model": "Smart meter",
+            "via_device": "grott_dl_DLG0000001"}])
+        for config in configs.values():
+            self.assertEqual(config["state_topic"], "energy/growatt/INV0000001-meter-01")
+            self.assertEqual([a["topic"] for a in config["availability"]],
+                             ["energy/growatt/availability",
+                              "energy/growatt/DLG0000001/availability"])
+            self.assertEqual(config["expire_after"], 900)
+
+    def test_curated_rows(self):
+        for fields in (METER_VALUE_FIELDS, METER_LOG_FIELDS):
+            configs = {c["name"]: c for c in _meter_configs(fields=fields).values()
+                       if c.get("enabled_by_default", True)}
+            self.assertEqual(sorted(configs), sorted([
+                "Voltage L1", "Voltage L2", "Voltage L3", "Current L1", "Current L2",
+                "Current L3", "Power L1", "Power L2", "Power L3", "Power", "Power factor",
+                "Frequency", "Energy imported", "Energy exported"]))
+            for name in ("Energy imported", "Energy exported"):
+                energy = configs[name]
+                self.assertEqual((energy["unit_of_measurement"], energy["device_class"],
+                                  energy["state_class"], energy["suggested_display_precision"]),
+                                 ("kWh", "energy", "total_increasing", 1))
+            power = configs["Power"]
+            self.assertEqual((power["unit_of_measurement"], power["device_class"],
+                              power["state_class"]), ("W", "power", "measurement"))
+            self.assertEqual(configs["Power factor"]["device_class"], "power_factor")
+            self.assertNotIn("unit_of_measurement", configs["Power factor"])
+            self.assertEqual(configs["Frequency"]["unit_of_measurement"], "Hz")
+        # Every row names a value of a meter record.
+        names = {f.name for f in (*METER_VALUE_FIELDS, *METER_LOG_FIELDS)}
+        for entity in hass_entities.entities_for("meter"):
+            self.assertIn(entity.key, names)
+            self.assertEqual(entity.source, "input")
+
+    def test_single_phase_meter_disables_l2_l3(self):
+        enabled = {c["unique_id"] for c in _meter_configs(phases=1).values()
+                   if c.get("enabled_by_default", True)}
+        self.assertIn("grott_INV0000001-meter-01_voltage_l1", enabled)
+        self.assertNotIn("grott_INV0000001-meter-01_voltage_l2", enabled)
+        self.assertNotIn("grott_INV0000001-meter-01_act_power_l3", enabled)
+
+    def test_the_rest_only_disabled_or_with_discovery_all(self):
+        curated = _meter_configs()
+        everything = _meter_configs(discovery_all=True)
+        self.assertGreater(len(everything), len(curated))
+        for topic in set(everything) - set(curated):
+            self.assertIs(everything[topic]["enabled_by_default"], False, topic)
+        unnamed = everything[
+            "homeassistant/sensor/grott_INV0000001-meter-01/app_energy_kvar/config"]
+        self.assertEqual((unnamed["entity_category"], unnamed["state_class"]),
+                         ("diagnostic", "total_increasing"))
+
+    def test_ids_never_meet_the_inverters(self):
+        meter = _meter_configs(discovery_all=True)
+        inverter = {}
+        for family in FAMILIES:
+            inverter.update(_configs(family, discovery_all=True))
+        meter_ids = [c["unique_id"] for c in meter.values()]
+        self.assertEqual(len(meter_ids), len(set(meter_ids)))
+        self.assertFalse(set(meter_ids) & {c["unique_id"] for c in inverter.values()})
+        self.assertFalse(set(meter) & set(inverter))
+        self.assertTrue(all(c["state_topic"] != "energy/growatt/INV0000001"
+                            for c in meter.values()))
 
 
 _NOW = 1_764_000_000.0   # 2025-11-24 16:00 UTC

@@ -12,7 +12,13 @@ from twisted.trial import unittest
 from grott.outputs import jsonenc
 from grott.outputs.jsonl import JsonlOutput
 from grott.pluginhost import PluginHost
-from tests.pluginhelpers import DATA_VECTORS, make_config, numbered, packet_and_record
+from tests.pluginhelpers import (
+    DATA_VECTORS,
+    make_config,
+    meter_packet_and_record,
+    numbered,
+    packet_and_record,
+)
 from tests.waiting import plugins_idle
 
 
@@ -35,6 +41,20 @@ class JsonlOutputTests(unittest.SynchronousTestCase):
             lines = _lines(path)
             self.assertEqual(len(lines), count)
             self.assertEqual(json.loads(lines[-1]), record.as_dict())
+
+    def test_meter_and_inverter_lines_say_which_device(self):
+        path = self.mktemp()
+        out = JsonlOutput(path)
+        out.startService()
+        self.addCleanup(out.stopService)
+        out.data(*packet_and_record(), None)
+        out.data(*meter_packet_and_record(), None)
+        inverter, meter = (json.loads(line) for line in _lines(path))
+        self.assertEqual((inverter["kind"], inverter["device_id"]),
+                         ("inverter", inverter["inverter_serial"]))
+        self.assertEqual((meter["kind"], meter["device_id"], meter["inverter_serial"]),
+                         ("meter", "QDL1CKK028-meter-01", "QDL1CKK028"))
+        self.assertEqual(meter["values"]["pos_act_energy"], 269.6)
 
     def test_appends_to_an_existing_file(self):
         path = self.mktemp()

@@ -6,6 +6,7 @@ device and version, expire_after following the datalogger's interval.
 
 import dataclasses
 import json
+import types
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -15,7 +16,7 @@ from grott.config import config_from_dict
 from grott.logs import Logger
 from grott.outputs.mqtt import MqttOutput
 from grott.service import makeService
-from tests.pluginhelpers import packet_and_record
+from tests.pluginhelpers import meter_packet_and_record, packet_and_record
 
 
 def _output(**mqtt):
@@ -83,6 +84,92 @@ class RoutingTests(unittest.SynchronousTestCase):
         self.assertEqual([t for t, _, _, _ in output._route(self.record, self.log)],
                          [f"energy/growatt/{self.record.datalogger_serial}/availability",
                           f"energy/growatt/{self.serial}"])
+
+
+def meter_record(case_id="meter-0x20-capture-grott-352"):
+    return meter_packet_and_record(case_id)[1]
+
+
+class MeterRoutingTests(unittest.SynchronousTestCase):
+    """
+    A smart meter's records make a device of their own: its own topic and
+    discovery node, never the inverter it reports for.
+    """
+
+    def setUp(self):
+        self.output, self.clock = _output()
+        self.meter = meter_record()
+        self.log = Logger()
+        # The inverter the meter reports for, behind the same datalogger at
+        # the same device address (1, as in the capture).
+        _, record = packet_and_record("grott-p6-0104-classic")
+        self.inverter = dataclasses.replace(
+            record, datalogger_serial=self.meter.datalogger_serial,
+            inverter_serial=self.meter.inverter_serial, device_id=self.meter.inverter_serial,
+            timestamp=self.meter.timestamp, device_address=self.meter.device_address)
+
+    def route(self, record):
+        return self.output._route(record, self.log)
+
+    def test_meter_record_goes_to_the_meter_topic(self):
+        inverter_topics = [t for t, _, _, _ in self.route(self.inverter)]
+        self.assertEqual(inverter_topics[-1], "energy/growatt/QDL1CKK028")
+        messages = self.route(self.meter)
+        topics = [t for t, _, _, _ in messages]
+        self.assertEqual(topics[-1], "energy/growatt/QDL1CKK028-meter-01")
+        self.assertNotIn("energy/growatt/QDL1CKK028", topics)
+        configs = [t for t in topics if t.startswith("homeassistant/")]
+        self.assertTrue(configs)
+        self.assertTrue(all(t.startswith("homeassistant/sensor/grott_QDL1CKK028-meter-01/")
+                            for t in configs), configs)
+        live = json.loads(messages[-1][1])
+        self.assertEqual((live["device"], live["kind"], live["values"]["voltage_l1"]),
+                         ("QDL1CKK028-meter-01", "meter", 238.9))
+        # The shared Grott-compatible topic tells the two apart.
+        shared = [json.loads(p) for t, p, _, _ in messages if t == "energy/growatt"]
+        self.assertEqual([d["device"] for d in shared], ["QDL1CKK028-meter-01"])
+        # Two devices; the inverter's configs name none of the meter's values.
+        self.assertEqual(sorted(self.output.devices), ["QDL1CKK028", "QDL1CKK028-meter-01"])
+        inverter = self.output.devices["QDL1CKK028"]
+        self.assertNotIn("voltage_l1", inverter.input_units)
+        self.assertFalse(any(b"voltage_l1" in c for c in inverter.published.values()))
+        self.assertEqual(self.output.counts["held_serial_changed"], 0)
+
+    def test_meter_energy_is_guarded(self):
+        self.route(self.meter)
+        self.clock.advance(300)
+        values = dict(self.meter.values, pos_act_energy=self.meter.values["pos_act_energy"] - 5)
+        lower = dataclasses.replace(self.meter, values=types.MappingProxyType(values),
+                                    timestamp="2023-06-14T00:29:55")
+        topics = [t for t, _, _, _ in self.route(lower)]
+        self.assertEqual(topics[-1], "energy/growatt/QDL1CKK028-meter-01/held")
+        self.assertEqual(self.output.counts["held_decrease"], 1)
+        # A 100,000 kWh slip is a jump, even for a meter.
+        values = dict(self.meter.values, rev_act_energy=100000.0)
+        jump = dataclasses.replace(self.meter, values=types.MappingProxyType(values),
+                                   timestamp="2023-06-14T00:34:55")
+        self.assertEqual([t for t, _, _, _ in self.route(jump)][-1],
+                         "energy/growatt/QDL1CKK028-meter-01/held")
+        self.assertEqual(self.output.counts["held_jump"], 1)
+
+    def test_single_phase_meter_learns_its_phases(self):
+        single = meter_record("meter-0x20-capture-grott-47")
+        self.route(single)
+        device = self.output.devices["HMG3A510SC-meter-01"]
+        self.assertEqual(device.phases, 1)
+        config = json.loads(device.published[
+            "homeassistant/sensor/grott_HMG3A510SC-meter-01/voltage_l2/config"])
+        self.assertIs(config["enabled_by_default"], False)
+        self.route(self.meter)
+        self.assertEqual(self.output.devices["QDL1CKK028-meter-01"].phases, 3)
+
+    def test_meter_log_record_is_a_meter_device_too(self):
+        log = meter_record("meter-0x1b-sdm630-documented")
+        topics = [t for t, _, _, _ in self.route(log)]
+        self.assertEqual(topics[-1], "energy/growatt/DYD0BGW043-meter-22")
+        device = self.output.devices["DYD0BGW043-meter-22"]
+        self.assertIn("homeassistant/sensor/grott_DYD0BGW043-meter-22/posiActivePower/config",
+                      device.published)
 
 
 class ServiceWiringTests(unittest.SynchronousTestCase):

@@ -138,6 +138,36 @@ class SessionTests(unittest.SynchronousTestCase):
         self.assertEqual((stats.sent["data"], stats.acked["data"], stats.unmatched_acks), (3, 3, 0))
         self.assertEqual(stats.latencies, [0.0, 0.0, 0.0])
 
+    def test_meter_record_after_each_live_record(self):
+        world = World()
+        factory = world.datalogger(SERIAL, protocol=6, family="min", interval=300,
+                                   ping_interval=0, meter_address=0x22)
+        world.advance(4 * 3600, step=300)
+        meters = from_datalogger(world.cloud, RecordType.METER_DATA)
+        self.assertEqual(len(meters), 48)
+        self.assertEqual({p.device_address for p in meters}, {0x22})
+        records = [Decoder().decode(p) for p in meters]
+        self.assertEqual({r.device_id for r in records},
+                         {f"{factory.spec.inverter_serial}-meter-22"})
+        for record in records:
+            self.assertIsNone(record.warning)
+            values = record.values
+            self.assertLess(abs(values["pos_rev_act_power"]
+                                - sum(values[f"act_power_l{n}"] for n in (1, 2, 3))), 0.2)
+            self.assertTrue(225 < values["voltage_l1"] < 235)
+        imported = [r.values["pos_act_energy"] for r in records]
+        exported = [r.values["rev_act_energy"] for r in records]
+        self.assertEqual(imported, sorted(imported))
+        self.assertEqual(exported, sorted(exported))
+        self.assertGreater((imported[-1] - imported[0]) + (exported[-1] - exported[0]), 0)
+        self.assertEqual([timestamp_of(p)[3:5] for p in meters[:3]],
+                         [(10, 5), (10, 10), (10, 15)])
+        stats = factory.state.stats
+        self.assertEqual((stats.sent["meter_data"], stats.acked["meter_data"]), (48, 48))
+        # Data records and their count are what they were without a meter.
+        self.assertEqual((stats.sent["data"], factory.state.records_sent), (48, 48))
+        self.assertEqual(len(stats.latencies), 48)
+
     def test_ack_with_wrong_sequence_is_not_counted(self):
         world = World(ack_delay=10)
         factory = world.datalogger(SERIAL, protocol=6, ping_interval=0, interval=60)
@@ -533,13 +563,14 @@ class ScriptTests(unittest.SynchronousTestCase):
         options = simulate_script.Options()
         options.parseOptions(["--serials", "AAA1111111,BBB2222222", "--protocol", "5",
                               "--family", "min", "--target", "tcp:127.0.0.1:6000",
-                              "--start", "2024-06-21T12:00:00+00:00"])
+                              "--start", "2024-06-21T12:00:00+00:00", "--meter", "34"])
         specs = options["specs"]
         self.assertEqual([s.serial for s in specs], ["AAA1111111", "BBB2222222"])
+        self.assertEqual({s.meter_address for s in specs}, {0x22})
         self.assertEqual({(s.protocol, s.family, s.server_port, s.start_epoch) for s in specs},
                          {(5, "min", 6000, 1718971200.0)})
         for bad in (["--family", "x"], ["--protocol", "3"], ["--start", "noon"],
-                    ["--serials", "way-too-long-serial"]):
+                    ["--serials", "way-too-long-serial"], ["--meter", "256"]):
             self.assertRaises(simulate_script.usage.UsageError,
                               simulate_script.Options().parseOptions, bad)
 

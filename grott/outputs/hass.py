@@ -12,6 +12,8 @@ Topics (C{BASE} is C{outputs.mqtt.topic}; see L{Topics}):
     BASE/SERIAL/announce         its announce records (retained)
     BASE/SERIAL/buffered         its buffered (0x50) records: no entity reads them
     BASE/SERIAL/held             records the data guards kept from the live topic
+    BASE/METER                   live records of one smart meter (retained; and
+                                 BASE/METER/held as for an inverter)
     BASE/DATALOGGER/availability "online"/"offline" per datalogger (retained)
     BASE/availability            "online"/"offline" for grott (retained, last will)
     BASE/grott/status            grott's own counters
@@ -20,15 +22,17 @@ Unique ids (stable across restarts and versions, never colliding):
 
     grott_SERIAL_KEY             an input-register value (live data)
     grott_SERIAL_holding_KEY     a holding-register value (announce)
+    grott_METER_KEY              a smart meter's value
     grott_dl_DATALOGGER_connected  the datalogger's connectivity
     grott_proxy_BASE_KEY         grott's own sensors (BASE with / as _)
 
 where C{SERIAL} is the inverter serial (or, for a record without one, the
-datalogger serial, C{_} and the device address), C{KEY} the value name of
-docs/registers.md, and every character outside C{[A-Za-z0-9_-]} becomes
-C{_}.  Device identifiers are C{grott_SERIAL}, C{grott_dl_DATALOGGER} and
-C{grott_proxy_BASE}.  A device of another kind (a smart meter record with
-its own device address) fits the same scheme with its own C{SERIAL}.
+datalogger serial, C{_} and the device address), C{METER} a meter record's
+C{device_id} (the serial it reports for, C{-meter-} and its device address
+in hex: C{QDL1CKK028-meter-01}; Growatt serials have no C{-}, so a meter's
+ids never meet its inverter's), C{KEY} the value name of docs/registers.md,
+and every character outside C{[A-Za-z0-9_-]} becomes C{_}.  Device identifiers are C{grott_SERIAL}, C{grott_METER},
+C{grott_dl_DATALOGGER} and C{grott_proxy_BASE}.
 """
 
 import dataclasses
@@ -36,8 +40,9 @@ import json
 import re
 
 from grott.outputs import hass_entities
+from grott.registers.record import METER
 
-__all__ = ["Discovery", "Inverter", "Topics", "device_key", "slug"]
+__all__ = ["Discovery", "Inverter", "Meter", "Topics", "device_key", "slug"]
 
 #: Family -> model name shown on the device page.
 _MODELS = {
@@ -69,9 +74,12 @@ def slug(text):
 
 def device_key(record):
     """
-    Which device a record belongs to: the inverter serial, or for a record
-    without one, datalogger serial and device address.
+    Which device a record belongs to: for a smart meter its C{device_id}
+    (never the inverter it reports for), else the inverter serial, or for
+    a record without one, datalogger serial and device address.
     """
+    if record.kind == METER:
+        return str(record.device_id)
     if record.inverter_serial:
         return str(record.inverter_serial)
     return f"{record.datalogger_serial or 'unknown'}_{record.device_address}"
@@ -138,6 +146,23 @@ class Inverter:
         return family
 
 
+@dataclasses.dataclass(frozen=True)
+class Meter:
+    """
+    What the device page shows about one smart meter.
+
+    @ivar device_id: the record's C{device_id} (C{QDL1CKK028-meter-01}).
+    @ivar reports_for: the inverter serial its 0x20 records name, if any.
+    @ivar phases: 1 or 3 once its records show it, else None.
+    """
+
+    device_id: str
+    datalogger: str
+    address: object = None
+    reports_for: object = None
+    phases: object = None
+
+
 def _text(value):
     if value is None:
         return None
@@ -187,6 +212,13 @@ class Discovery:
             device["via_device"] = f"grott_dl_{slug(inverter.datalogger)}"
         return device
 
+    def meter_device(self, meter):
+        device = {"identifiers": [f"grott_{slug(meter.device_id)}"],
+                  "name": f"Smart meter {meter.device_id}", "model": "Smart meter"}
+        if meter.datalogger:
+            device["via_device"] = f"grott_dl_{slug(meter.datalogger)}"
+        return device
+
     # -- configs
 
     def _topic(self, component, node, object_id):
@@ -199,28 +231,41 @@ class Discovery:
         unit of the values seen on the live and the announce topic).  No
         entity reads a value its topic's messages lack.
         """
-        device = self.inverter_device(inverter)
-        node = f"grott_{slug(inverter.serial)}"
+        return self._entities(
+            inverter.serial, inverter.datalogger, self.inverter_device(inverter),
+            inverter.family, {"input": input_units, "holding": holding_units},
+            lambda e: e.fits(inverter.trackers, inverter.phases, inverter.battery),
+            expire_after)
+
+    def meter(self, meter, units, expire_after=None):
+        """
+        Configs for one smart meter: a device of its own (not the inverter
+        it reports for), its rows read its own live topic.  C{units}: key ->
+        unit of the values its records carried.
+        """
+        return self._entities(meter.device_id, meter.datalogger, self.meter_device(meter),
+                              METER, {"input": units, "holding": {}},
+                              lambda e: e.fits(None, meter.phases), expire_after)
+
+    def _entities(self, key, datalogger, device, family, seen, fits, expire_after):
+        node = f"grott_{slug(key)}"
         availability = [{"topic": self.availability},
-                        {"topic": self.topics.datalogger(inverter.datalogger)}]
-        seen = {"input": input_units, "holding": holding_units}
-        rows = [e for e in hass_entities.entities_for(inverter.family) if e.key in seen[e.source]]
+                        {"topic": self.topics.datalogger(datalogger)}]
+        rows = [e for e in hass_entities.entities_for(family) if e.key in seen[e.source]]
         if self.discovery_all:
             known = {(e.source, e.key) for e in rows}
             for source, units in seen.items():
-                rows += [hass_entities.guessed(key, unit, source) for key, unit in units.items()
-                         if (source, key) not in known]
+                rows += [hass_entities.guessed(name, unit, source)
+                         for name, unit in units.items() if (source, name) not in known]
         configs = {}
         for entity in rows:
-            if entity.enabled and not entity.fits(inverter.trackers, inverter.phases,
-                                                  inverter.battery):
+            if entity.enabled and not fits(entity):
                 entity = dataclasses.replace(entity, enabled=False)
             holding = entity.source == "holding"
             object_id = f"holding_{slug(entity.key)}" if holding else slug(entity.key)
             config = entity_config(
                 entity, f"{node}_{object_id}", device,
-                self.topics.announce(inverter.serial) if holding
-                else self.topics.live(inverter.serial), availability)
+                self.topics.announce(key) if holding else self.topics.live(key), availability)
             if expire_after and not holding:
                 config["expire_after"] = int(expire_after)
             configs[self._topic(entity.component, node, object_id)] = config

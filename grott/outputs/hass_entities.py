@@ -1,6 +1,7 @@
 """
-The curated Home Assistant entities per inverter family: which values a
-user sees, under which name, with which unit, classes and precision.
+The curated Home Assistant entities per inverter family (and for smart
+meters, family C{"meter"}): which values a user sees, under which name,
+with which unit, classes and precision.
 
 A table, not code: each L{Entity} names the value it reads (C{key}), where
 that value lives (C{source}: C{"input"} for live data records, C{"holding"}
@@ -19,8 +20,10 @@ dashboard and Energy panel values, not every register.
 
 import dataclasses
 
-__all__ = ["BATTERY_SIGNS", "MAX_ENABLED", "Entity", "entities_for", "guessed",
-           "status_template"]
+from grott.registers.record import METER
+
+__all__ = ["BATTERY_SIGNS", "MAX_ENABLED", "METER", "METER_PHASE_SIGNS", "Entity",
+           "entities_for", "guessed", "status_template"]
 
 #: Upper bound of enabled entities per inverter (the issue's promise).
 MAX_ENABLED = 60
@@ -325,12 +328,69 @@ _SPF = [
     _code("warningValue", "Warning code"),
 ]
 
+def _meter_phases(names, make, label, **kw):
+    return [make(key, f"{label} L{n}", phase=n, **kw) for n, key in enumerate(names, 1)]
+
+
+_POWER_FACTOR = {"unit": None, "device_class": "power_factor", "state_class": "measurement",
+                 "precision": 2}
+
+#: A smart meter (its own device): the values of its 0x20 records (Grott's
+#: T060120 names) and of its 0x1b log records (T06501b names); only the
+#: rows whose value a meter's records carry are announced.  Power is signed
+#: (negative: exporting); import and export energy are the counters for
+#: Home Assistant's Energy panel (grid consumption / return to grid).
+_METER = [
+    *_meter_phases(("voltage_l1", "voltage_l2", "voltage_l3"), _voltage, "Voltage"),
+    *_meter_phases(("Current_l1", "Current_l2", "Current_l3"), _current, "Current"),
+    *_meter_phases(("act_power_l1", "act_power_l2", "act_power_l3"), _power, "Power"),
+    _power("pos_rev_act_power", "Power"),
+    _power("pos_act_power", "Import power", enabled=False),
+    _power("rev_act_power", "Export power (negative)", enabled=False),
+    Entity("powerfactor", "Power factor", **_POWER_FACTOR),
+    _frequency("frequency", "Frequency"),
+    _energy("pos_act_energy", "Energy imported"),
+    _energy("rev_act_energy", "Energy exported"),
+    *_meter_phases(("powerfactor_l1", "powerfactor_l2", "powerfactor_l3"),
+                   lambda key, name, **kw: Entity(key, name, **_POWER_FACTOR, **kw),
+                   "Power factor", enabled=False),
+    *_meter_phases(("app_power_l1", "app_power_l2", "app_power_l3"), _apparent,
+                   "Apparent power", enabled=False),
+    _apparent("app_power", "Apparent power", enabled=False),
+    Entity("react_power", "Reactive power", "var", "reactive_power", "measurement", 0,
+           enabled=False),
+    _voltage("L1-2_voltage", "Voltage L1-L2", enabled=False, phase=2),
+    _voltage("L2-3_voltage", "Voltage L2-L3", enabled=False, phase=3),
+    _voltage("L3-1_voltage", "Voltage L3-L1", enabled=False, phase=3),
+    _energy("act_energy_kwh", "Energy total", enabled=False),
+    Entity("pos_act_energy_kvar", "Reactive energy imported", "kvarh", None,
+           "total_increasing", 1, enabled=False),
+    Entity("rev_act_energy_kvar", "Reactive energy exported", "kvarh", None,
+           "total_increasing", 1, enabled=False),
+    # 0x1b (meter log) names.
+    *_meter_phases(("voltageL1", "voltageL2", "voltageL3"), _voltage, "Voltage"),
+    *_meter_phases(("currentL1", "currentL2", "currentL3"), _current, "Current"),
+    *_meter_phases(("activePowerL1", "activePowerL2", "activePowerL3"), _power, "Power"),
+    _power("power", "Power"),
+    Entity("power_factor", "Power factor", **_POWER_FACTOR),
+    _energy("posiActivePower", "Energy imported"),
+    _energy("reverActivePower", "Energy exported"),
+    _energy("active_energy", "Active energy", enabled=False),
+    _apparent("apparent_power", "Apparent power", enabled=False),
+    Entity("reactive_power", "Reactive power", "var", "reactive_power", "measurement", 0,
+           enabled=False),
+]
+
+#: Values that tell a three-phase meter from a single-phase one.
+METER_PHASE_SIGNS = ("voltage_l2", "voltage_l3", "voltageL2", "voltageL3")
+
 _TABLES = {
     "classic": _CLASSIC,
     "tlx": _TLX,
     "tl3x": _TL3X,
     "storage": _STORAGE,
     "spf": _SPF,
+    METER: _METER,
 }
 
 
@@ -341,7 +401,8 @@ def entities_for(family):
     families share.
     """
     rows = {}
-    for entity in [*_TABLES.get(family, _COMMON), *_HOLDING]:
+    holding = () if family == METER else _HOLDING
+    for entity in [*_TABLES.get(family, _COMMON), *holding]:
         rows.setdefault((entity.source, entity.key), entity)
     return tuple(rows.values())
 
@@ -360,6 +421,7 @@ _GUESSES = {
     "°C": ("temperature", "measurement", 1),
     "kWh": ("energy", "total_increasing", 1),
     "kvarh": (None, "total_increasing", 1),
+    "kVAh": (None, "total_increasing", 1),
     "h": ("duration", "total_increasing", 0),
     "s": ("duration", "measurement", 0),
     "%": (None, "measurement", 0),

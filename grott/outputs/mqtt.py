@@ -5,7 +5,9 @@ availability topics and, optionally, Home Assistant discovery.
 Topics (L{grott.outputs.hass} lists them all): every record goes, as
 before, to the shared C{TOPIC} unless C{serial_in_topic} is set (the
 Grott-compatible layout, for other consumers).  With C{serial_in_topic} or
-C{discovery}, each device also gets topics of its own: live data (retained,
+C{discovery}, each device (an inverter, or a smart meter under its own
+C{device_id}, never under the inverter it reports for) also gets topics of
+its own: live data (retained,
 so Home Assistant never misses the first state after discovery), announce,
 buffered (0x50 replays, which no entity reads, so Home Assistant's
 statistics never go back in time) and held (live records the data guards of
@@ -47,6 +49,7 @@ from grott.interfaces import (
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
 from grott.outputs import guards, hass, hass_entities, jsonenc
+from grott.registers.record import METER
 
 __all__ = ["MqttError", "MqttOutput", "record_payload"]
 
@@ -64,6 +67,9 @@ _EXPIRE_STEPS = (60, 180, 300, 600, 900, 1800, 3600, 7200)
 _EXPIRE_DEFAULT = 900
 #: The announce record type (0x03): identification and holding registers.
 ANNOUNCE = 0x03
+#: What the jump guard takes a smart meter's rating for (W): three phases
+#: of 100 A (a direct-connected SDM630) at 277 V.
+METER_RATED_W = 3 * 100 * 277
 
 
 class MqttError(Exception):
@@ -76,8 +82,11 @@ def record_payload(record):
     """
     The JSON document published for a record.
     """
+    meter = record.kind == METER
     return {
-        "device": record.inverter_serial or record.datalogger_serial,
+        "device": record.device_id if meter else (record.inverter_serial
+                                                  or record.datalogger_serial),
+        "kind": record.kind,
         "datalogger": record.datalogger_serial,
         "inverter": record.inverter_serial,
         "time": record.timestamp,
@@ -116,12 +125,16 @@ def make_client(settings, availability_topic):
 
 class _Device:
     """
-    What the output remembers about one device (an inverter): what its
-    records carried, its guard, and what was last published for it.
+    What the output remembers about one device (an inverter or a smart
+    meter): what its records carried, its guard, and what was last
+    published for it.
     """
 
     def __init__(self, key, record):
         self.key = key
+        self.kind = record.kind
+        self.reports_for = record.inverter_serial
+        self.phases = None
         self.datalogger = record.datalogger_serial
         self.address = record.device_address
         self.family = record.family
@@ -140,6 +153,10 @@ class _Device:
         self.expire_after = _EXPIRE_DEFAULT
         self.gaps = collections.deque(maxlen=3)
         self.battery = None
+
+    def meter(self):
+        return hass.Meter(device_id=self.key, datalogger=self.datalogger, address=self.address,
+                          reports_for=self.reports_for, phases=self.phases)
 
     def inverter(self):
         ident = self.identification
@@ -167,6 +184,11 @@ class _Device:
             units = self.holding_units
             if record.identification is not None and record.identification != self.identification:
                 self.identification, changed = record.identification, True
+        elif self.kind == METER:
+            units = self.input_units
+            phases = self._meter_phases(record.values)
+            if phases is not None and phases != self.phases:
+                self.phases, changed = phases, True
         else:
             units = self.input_units
             if self.battery is not True:
@@ -183,6 +205,18 @@ class _Device:
             changed = True
         if changed:
             self.version += 1
+
+    def _meter_phases(self, values):
+        """
+        3 when a meter shows voltage on L2 or L3, 1 when it shows none
+        there; None when its records do not say (a three-phase meter
+        once seen stays three-phase).
+        """
+        signs = [values[k] for k in hass_entities.METER_PHASE_SIGNS
+                 if isinstance(values.get(k), (int, float))]
+        if not signs:
+            return None
+        return 3 if self.phases == 3 or any(v > 0 for v in signs) else 1
 
     def learn_interval(self, now):
         """
@@ -206,11 +240,13 @@ class _Device:
                         if e.state_class == "total_increasing" and e.source == "input"}
             if discovery_all:
                 for key, unit in self.input_units.items():
-                    if unit in ("kWh", "kvarh", "h"):
+                    if unit in ("kWh", "kvarh", "kVAh", "h"):
                         counters.setdefault(key, unit)
             self.guard = guards.DeviceGuard(counters)
-        ident = self.identification
-        self.guard.rated_power = getattr(ident, "rated_power", None)
+        if self.kind == METER:
+            self.guard.rated_power = METER_RATED_W
+        else:
+            self.guard.rated_power = getattr(self.identification, "rated_power", None)
         return self.guard.check(record.timestamp, record.values, now)
 
 
@@ -294,6 +330,8 @@ class MqttOutput:
         self._status = None
         self._status_loop = None
         self._throttle = LogThrottle(reactor, self._held_summary, burst=1, interval=300.0)
+        #: topic filter -> qos, renewed on every connect (see subscribe)
+        self._subscriptions = {}
 
     # -- paho's thread: hop to the reactor, nothing else
 
@@ -349,6 +387,8 @@ class MqttOutput:
             # A restarted broker may have lost the retained configs and states.
             self._republish()
         self._ever_connected = True
+        for topic, qos in self._subscriptions.items():
+            self.client.subscribe(topic, qos)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -429,16 +469,18 @@ class MqttOutput:
     # -- delivery
 
     def _when_connected(self):
-        d = defer.Deferred(lambda d: self._waiters.remove(d))
+        # Stopping empties the list before cancelling what waits.
+        d = defer.Deferred(lambda d: self._waiters.remove(d) if d in self._waiters else None)
         self._waiters.append(d)
         return d
 
-    def _publish(self, topic, payload, qos, retain):
+    def _publish(self, topic, payload, qos, retain, properties=None):
         """
         A Deferred firing True once the broker has the message, or False if
         it must be sent again.
         """
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain,
+                                   properties=properties)
         if info.rc == paho.MQTT_ERR_NO_CONN and qos == 0:
             self.connected = False
             return defer.succeed(False)
@@ -594,9 +636,10 @@ class MqttOutput:
     def _serial_changed(self, record, key):
         """
         "serial_changed" when this datalogger address spoke for another
-        inverter earlier in the session (believed after three records).
+        device of the same kind earlier in the session (believed after
+        three records).  A meter and an inverter may share an address.
         """
-        where = (record.datalogger_serial, record.device_address)
+        where = (record.datalogger_serial, record.device_address, record.kind)
         known = self._serials.setdefault(where, key)
         if known == key:
             self._serial_streak.pop(where, None)
@@ -649,8 +692,12 @@ class MqttOutput:
         if device.datalogger:
             messages += self._configs(self.discovery.datalogger(device.datalogger),
                                       self._published)
-        configs = self.discovery.inverter(device.inverter(), device.input_units,
-                                          device.holding_units, device.expire_after)
+        if device.kind == METER:
+            configs = self.discovery.meter(device.meter(), device.input_units,
+                                           device.expire_after)
+        else:
+            configs = self.discovery.inverter(device.inverter(), device.input_units,
+                                              device.holding_units, device.expire_after)
         qos = max(1, self.settings.qos)
         for gone in set(device.published) - set(configs):
             # A config of an older version this one does not have: remove it.
@@ -745,6 +792,32 @@ class MqttOutput:
                 f"{self.counts['discovery_configs']} discovery config(s) published, "
                 f"{self.counts['stale_configs_removed']} stale one(s) removed")
         return [line]
+
+    # -- for other parts of grott (the control plane's request/reply topics)
+
+    def subscribe(self, topic, callback, qos=1):
+        """
+        Call C{callback(message)} (a paho C{MQTTMessage}) on the reactor
+        thread for every message matching the filter C{topic}.  The
+        subscription is renewed on every connect (sessions are clean).
+        """
+        reactor = self.reactor
+        self.client.message_callback_add(
+            topic, lambda client, userdata, message: reactor.callFromThread(callback, message))
+        self._subscriptions[topic] = qos
+        if self.connected:
+            self.client.subscribe(topic, qos)
+
+    def publish_message(self, topic, payload, qos=1, retain=False, properties=None):
+        """
+        Publish one message (not a record: see L{publish}), waiting for the
+        connection if it is down.
+
+        @param properties: MQTT 5 properties (paho C{Properties}) or None.
+        @return: a Deferred firing once the broker has the message.
+        """
+        return defer.Deferred.fromCoroutine(
+            self._send([(topic, payload, qos, retain, properties)]))
 
     # -- service hooks
 

@@ -45,6 +45,7 @@ class Options(usage.Options):
         ["duration", "d", 0.0, "seconds to run (0: until --records are done or Ctrl-C)", float],
         ["start", None, None, "simulated start time, ISO 8601 local time (default: now)"],
         ["seed", None, None, "random seed for the simulated values", int],
+        ["meter", None, None, "also a smart meter at this device address (34 = 0x22)", int],
     )
     optFlags = (
         ["flood", None, "send the next record as soon as the previous one is acknowledged"],
@@ -58,6 +59,8 @@ class Options(usage.Options):
             raise usage.UsageError(f"unknown family {self['family']!r}")
         if self["protocol"] not in (2, 5, 6):
             raise usage.UsageError("--protocol must be 2, 5 or 6")
+        if self["meter"] is not None and not 0 <= self["meter"] <= 255:
+            raise usage.UsageError("--meter must be a device address, 0 to 255")
         if self["start"] is not None:
             try:
                 datetime.datetime.fromisoformat(self["start"])
@@ -99,7 +102,8 @@ def specs_from_options(options):
         buffered=options["buffered"], records=options["records"], flood=options["flood"],
         window=options["window"], announce=not options["no-announce"],
         reconnect_delay=options["reconnect"] or None, start_epoch=start_epoch,
-        utc_offset=utc_offset, seed=options["seed"], server_host=host, server_port=port)
+        utc_offset=utc_offset, seed=options["seed"], meter_address=options["meter"],
+        server_host=host, server_port=port)
 
 
 async def run(reactor, options, out=None):

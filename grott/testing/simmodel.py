@@ -13,6 +13,7 @@ gets the same bytes every run.
 No Twisted here: time is handed in as epoch seconds by the caller.
 """
 
+import calendar
 import dataclasses
 import math
 import random
@@ -21,7 +22,8 @@ import time
 
 from grott.registers.blocks import encode_register_record
 
-__all__ = ["FAMILIES", "Family", "SimulatedInverter", "blocks_of", "family", "register_payload"]
+__all__ = ["FAMILIES", "Family", "SimulatedInverter", "SimulatedMeter", "blocks_of", "family",
+           "register_payload"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +77,22 @@ _MIN_FIELDS = {
     "pbus": (3098, 16), "nbus": (3099, 16), "pf": (3100, 16),
 }
 
+_STORAGE_FIELDS = {
+    # protocol II v1.2x "first group" input registers 0-124 (§10.2)
+    "status": (0, 16), "ppv": (1, 32),
+    "vpv1": (3, 16), "ipv1": (4, 16), "ppv1": (5, 32),
+    "vpv2": (7, 16), "ipv2": (8, 16), "ppv2": (9, 32),
+    "pac": (35, 32), "fac": (37, 16), "vac1": (38, 16), "iac1": (39, 16), "pac1": (40, 32),
+    "eac_today": (53, 32), "eac_total": (55, 32), "worktime": (57, 32),
+    "epv1_today": (59, 32), "epv1_total": (61, 32),
+    "epv2_today": (63, 32), "epv2_total": (65, 32), "epv_total": (91, 32),
+    "temperature": (93, 16), "ipm_temperature": (94, 16),
+    "pbus": (98, 16), "nbus": (99, 16),
+}
+
+#: Holding values a fresh storage inverter starts with (stop SOCs, rates).
+_STORAGE_SETTINGS = {1070: 100, 1071: 10, 1090: 100, 1091: 100}
+
 FAMILIES = {
     # Classic string inverters on the old RTU protocol: 45-register blocks
     # (grott-p6-0103-classic, grott-p6-0104-classic).
@@ -89,8 +107,16 @@ FAMILIES = {
         input_blocks=((3000, 3124), (3125, 3249)),
         fields=_MIN_FIELDS, dtc=5100, firmware="AL1.0", control_firmware="ZABA11",
         trackers_phases=0x0201, modbus_version=305, identity="v12x"),
+    # Storage SPH: holding and input 0-124 and 1000-1124 (the block ranges
+    # grott.registers.detect takes for storage), DTC 3601 (seen on an SPH).
+    "storage": Family(
+        name="storage", holding_blocks=((0, 124), (1000, 1124)),
+        input_blocks=((0, 124), (1000, 1124)),
+        fields=_STORAGE_FIELDS, dtc=3601, firmware="RA1.0", control_firmware="ZBDC11",
+        trackers_phases=0x0201, modbus_version=305, identity="v12x"),
 }
 FAMILIES["tlx"] = FAMILIES["min"]
+FAMILIES["sph"] = FAMILIES["storage"]
 
 
 def family(name):
@@ -147,6 +173,8 @@ class SimulatedInverter:
         for first, last in self.family.holding_blocks:
             for register in range(first, last + 1):
                 self.holding[register] = 0
+        #: seconds the inverter's own clock (holding 45-50) is ahead
+        self.clock_skew = 0.0
         self._identify(device_address)
         self.inputs = {}
         # The same values as per-block word lists, so a record is built
@@ -179,6 +207,8 @@ class SimulatedInverter:
             h[34 + offset] = word
         h[43] = fam.dtc
         h[44] = fam.trackers_phases
+        if fam.name == "storage":
+            h.update(_STORAGE_SETTINGS)
         if fam.identity == "v12x":
             h[88] = fam.modbus_version
             if 3001 in h:
@@ -191,12 +221,33 @@ class SimulatedInverter:
         """
         return time.gmtime(epoch + self.utc_offset)
 
+    def write(self, first, values, epoch):
+        """
+        Store C{values} from holding register C{first}, as one Modbus write:
+        all or nothing.  A write to the v1.2x clock (45-50) sets the clock.
+
+        @return: False (and nothing changed) if a register does not exist.
+        """
+        registers = range(first, first + len(values))
+        if any(r not in self.holding for r in registers):
+            return False
+        for register, value in zip(registers, values):
+            self.holding[register] = value
+        if self.family.identity == "v12x" and any(45 <= r <= 50 for r in registers):
+            h = self.holding
+            try:
+                wanted = calendar.timegm((h[45], h[46], h[47], h[48], h[49], h[50], 0, 0, 0))
+            except (OverflowError, ValueError):
+                return True
+            self.clock_skew = wanted - (epoch + self.utc_offset)
+        return True
+
     def holding_snapshot(self, epoch):
         """
         The holding table, with the v1.2x clock registers 45-50 set to now.
         """
         if self.family.identity == "v12x":
-            t = self.local_time(epoch)
+            t = self.local_time(epoch + self.clock_skew)
             for register, value in zip(range(45, 51), (t.tm_year, t.tm_mon, t.tm_mday,
                                                        t.tm_hour, t.tm_min, t.tm_sec)):
                 if register in self.holding:
@@ -283,6 +334,56 @@ class SimulatedInverter:
         (first, values) per input block, as of the last L{update}.
         """
         return [(first, tuple(words)) for first, words in self._words]
+
+
+class SimulatedMeter:
+    """
+    A three-phase smart meter at the grid connection of a simulated
+    inverter: the house draws a wandering load, the inverter's output
+    covers part of it, the rest is imported (or the surplus exported).
+    L{words} gives the 32-bit values of a 0x20 record in Grott's T060120
+    order (L{grott.registers.meter.METER_VALUE_FIELDS}).
+    """
+
+    def __init__(self, inverter):
+        self.inverter = inverter
+        self._random = random.Random(f"{inverter.serial}-meter")
+        self.load = self._random.uniform(300.0, 1500.0)
+        self.imported = self._random.uniform(1000.0, 9000.0)  # kWh
+        self.exported = self._random.uniform(500.0, 5000.0)
+        self._last = None
+
+    def words(self, epoch):
+        """
+        Move to C{epoch} (after the inverter's L{SimulatedInverter.update})
+        and return the raw words of one meter data record.
+        """
+        rnd = self._random
+        self.load = min(6000.0, max(150.0, self.load + rnd.uniform(-150.0, 150.0)))
+        net = self.load - self.inverter.measure.get("pac", 0.0) / 10.0
+        elapsed = 0.0 if self._last is None else max(0.0, epoch - self._last)
+        self._last = epoch
+        if net > 0:
+            self.imported += net * elapsed / 3.6e6
+        else:
+            self.exported += -net * elapsed / 3.6e6
+        volts = [230.0 + rnd.uniform(-3, 3) for _ in range(3)]
+        powers = [net / 3.0 + rnd.uniform(-20, 20) for _ in range(3)]
+        powers[2] = net - powers[0] - powers[1]
+        amps = [abs(p) / v for p, v in zip(powers, volts)]
+        apparent = [max(abs(p), v * a) for p, v, a in zip(powers, volts, amps)]
+
+        def tenths(values):
+            return [round(v * 10) for v in values]
+
+        pf = [round(1000 * (p / a if a else 1.0)) for p, a in zip(powers, apparent)]
+        total_pf = round(1000 * (net / sum(apparent) if sum(apparent) else 1.0))
+        line = [v * math.sqrt(3) for v in volts]
+        return [*tenths(volts), *tenths(amps), *tenths(powers), *tenths(apparent),
+                0, 0, 0, *pf, round(net * 10), round(sum(apparent) * 10), 0, total_pf,
+                round((50.0 + rnd.uniform(-0.05, 0.05)) * 10), *tenths(line),
+                round(self.imported * 10), round(self.exported * 10), 0, 0,
+                0, round((self.imported + self.exported) * 10), 0]
 
 
 def register_payload(datalogger_serial, inverter_serial, timestamp, blocks, *, protocol):

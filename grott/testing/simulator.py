@@ -29,6 +29,7 @@ handed in, so trial tests drive it with L{twisted.internet.task.Clock}.
 import calendar
 import collections
 import dataclasses
+import datetime
 import statistics
 import time
 
@@ -59,7 +60,14 @@ from grott.codec import (
     parse_body,
 )
 from grott.logs import Logger
-from grott.testing.simmodel import SimulatedInverter, blocks_of, family, register_payload
+from grott.registers.meter import encode_meter_values
+from grott.testing.simmodel import (
+    SimulatedInverter,
+    SimulatedMeter,
+    blocks_of,
+    family,
+    register_payload,
+)
 
 __all__ = [
     "DataloggerFactory",
@@ -115,6 +123,9 @@ class DataloggerSpec:
         (None: the clock's own seconds, right for a real reactor).
     @ivar utc_offset: seconds east of UTC of the datalogger's local time.
     @ivar max_backlog: unacknowledged records kept for replay (oldest go).
+    @ivar meter_address: a smart meter at this device address (0x22 is
+        usual): a meter data record (0x20) follows every live data record.
+        None: no meter.
     """
 
     serial: str
@@ -136,6 +147,7 @@ class DataloggerSpec:
     seed: int = None
     peak_watts: int = None
     max_backlog: int = 1000
+    meter_address: int = None
     server_host: str = "127.0.0.1"
     server_port: int = 5279
 
@@ -224,6 +236,7 @@ class DataloggerState:
         self.inverter = SimulatedInverter(
             spec.inverter_serial, spec.family, seed=spec.seed, peak_watts=spec.peak_watts,
             utc_offset=spec.utc_offset, device_address=spec.device_address)
+        self.meter = SimulatedMeter(self.inverter) if spec.meter_address is not None else None
         self.stats = DataloggerStats()
         self._sequences = {}
         self.records_sent = 0
@@ -282,6 +295,15 @@ class DataloggerState:
     def data_body(self):
         return self._data_body(self.epoch())
 
+    def meter_body(self):
+        """
+        The meter's record at the time of the last live data record.
+        """
+        epoch = self.epoch()
+        return encode_meter_values(self.spec.serial, self.spec.inverter_serial,
+                                   self.meter.words(epoch), protocol=self.spec.protocol,
+                                   timestamp=datetime.datetime(*self._timestamp(epoch)))
+
     def queue_buffered(self, body):
         """
         Keep C{body} for replay as 0x50; the oldest go when the backlog is full.
@@ -292,9 +314,10 @@ class DataloggerState:
         self.backlog.append(body)
 
     def packet(self, record_type, body):
+        address = (self.spec.meter_address if record_type == RecordType.METER_DATA
+                   else self.spec.device_address)
         return build_packet(record_type, body, protocol=self.spec.protocol,
-                            sequence=self.next_sequence(record_type),
-                            device_address=self.spec.device_address)
+                            sequence=self.next_sequence(record_type), device_address=address)
 
     def ping(self):
         return build_ping(self.spec.serial, protocol=self.spec.protocol,
@@ -384,16 +407,13 @@ class DataloggerState:
             return [InverterReadReply(message.first, message.last,
                                       tuple(table[r] for r in registers))]
         if isinstance(message, InverterWriteRequest):
-            if message.register not in holding:
+            if not self.inverter.write(message.register, [message.value], self.epoch()):
                 return [InverterWriteReply(message.register, 1, 0)]
-            holding[message.register] = message.value
             return [InverterWriteReply(message.register, 0, message.value)]
         if isinstance(message, InverterWriteMultiRequest):
-            registers = range(message.first, message.last + 1)
-            if len(registers) > MAX_READ or any(r not in holding for r in registers):
+            if (len(message.values) > MAX_READ
+                    or not self.inverter.write(message.first, message.values, self.epoch())):
                 return [InverterWriteMultiReply(message.first, message.last, 1)]
-            for register, value in zip(registers, message.values):
-                holding[register] = value
             return [InverterWriteMultiReply(message.first, message.last, 0)]
         if isinstance(message, ConfigGetRequest):
             last = min(message.last, message.first + MAX_CONFIG_BURST - 1)
@@ -511,7 +531,7 @@ class SimulatedDatalogger(Protocol):
         sequence = int.from_bytes(packet[:2], "big")
         self._in_flight[(record_type, sequence)] = (self.clock.seconds(), body)
         self.state.stats.sent[record_name(record_type)] += 1
-        if record_type != RecordType.ANNOUNCE:
+        if record_type in (RecordType.DATA, RecordType.BUFFERED_DATA):
             self.state.records_sent += 1
         self._write(packet)
 
@@ -525,6 +545,8 @@ class SimulatedDatalogger(Protocol):
             self._send_record(RecordType.BUFFERED_DATA, self.state.backlog.popleft())
         else:
             self._send_record(RecordType.DATA, self.state.data_body())
+            if self.state.meter is not None:
+                self._send_record(RecordType.METER_DATA, self.state.meter_body())
         return True
 
     def _records_in_flight(self):
@@ -601,6 +623,8 @@ class SimulatedDatalogger(Protocol):
         stats.acked[record_name(packet.record_type)] += 1
         if packet.record_type == RecordType.ANNOUNCE:
             self._after_announce()
+            return
+        if packet.record_type == RecordType.METER_DATA:
             return
         stats.latencies.append(self.clock.seconds() - entry[0])
         if self.spec.flood and self._announced:
