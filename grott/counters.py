@@ -4,18 +4,26 @@ cannot keep, because a session's own counters go when its connection does
 and a Prometheus counter must never go down.
 
 Plain numbers, no I/O and no Prometheus here: the parts count, and
-L{grott.metrics} reads the counts at scrape time.
+L{grott.metrics} reads the counts at scrape time.  Two wrappers count what
+the relay need not know about: L{TimedEndpoint} around the upstream
+endpoint (connects, failures, connect time) and L{count_decoding} around
+the decoder (records and decode errors by family).
 """
 
 import bisect
 import collections
+
+from twisted.internet.interfaces import IStreamClientEndpoint
+from zope.interface import implementer
 
 __all__ = [
     "COMMAND_BUCKETS",
     "CONNECT_BUCKETS",
     "UNKNOWN",
     "Histogram",
+    "TimedEndpoint",
     "Totals",
+    "count_decoding",
     "record_type_label",
 ]
 
@@ -96,3 +104,54 @@ class Totals:
         return [(direction, kind, packets, size)
                 for direction, table in (("in", self.traffic_in), ("out", self.traffic_out))
                 for kind, (packets, size) in sorted(table.items())]
+
+
+@implementer(IStreamClientEndpoint)
+class TimedEndpoint:
+    """
+    The upstream endpoint, counting connects, failures (timeouts and
+    cancellations included) and how long each successful connect took.
+    """
+
+    def __init__(self, endpoint, totals, clock):
+        self.endpoint = endpoint
+        self.totals = totals
+        self.clock = clock
+
+    def connect(self, protocolFactory):
+        started = self.clock.seconds()
+        totals = self.totals
+
+        def connected(protocol):
+            totals.upstream_connects += 1
+            totals.upstream_connect_seconds.observe(self.clock.seconds() - started)
+            return protocol
+
+        def failed(failure):
+            totals.upstream_connect_failures += 1
+            return failure
+
+        return self.endpoint.connect(protocolFactory).addCallbacks(connected, failed)
+
+
+def count_decoding(decode, totals, family_of=lambda packet: None):
+    """
+    C{decode} (C{decode(packet, device_type_code) -> record or None}) that
+    counts decoded records and failures by family.  A failure has no family
+    of its own; C{family_of(packet)} names the one last seen for the
+    packet's datalogger.
+    """
+    records = totals.records
+    errors = totals.decode_errors
+
+    def counting(packet, device_type_code=None):
+        try:
+            record = decode(packet, device_type_code)
+        except Exception:
+            errors[family_of(packet) or UNKNOWN] += 1
+            raise
+        if record is not None:
+            records[record.family or UNKNOWN] += 1
+        return record
+
+    return counting

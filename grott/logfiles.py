@@ -8,7 +8,7 @@ deletes anything, so the daily variant here prunes old days itself.
 
 L{DataloggerLogs} is the observer behind C{log.per_datalogger}: it writes
 the events of namespace C{grott.packets} (fields documented in
-L{grott.logs.packets}) into one file per datalogger serial, opened on the
+L{grott.logs.PacketTracing}) into one file per datalogger serial, opened on the
 first packet and closed when the session ends.  Serials come off the wire,
 so they are reduced to a safe file name before touching the file system.
 """

@@ -246,30 +246,6 @@ class PacketTracing:
         self.log = Logger("grott.packets")
 
 
-#: Transitional: grott.proxy still reads grott.logs.trace_packets and
-#: grott.logs.packets; grott.service points them at its LoggingService's
-#: tracing with L{bind_proxy_tracing}.  Both go once the proxy's factory
-#: takes a L{PacketTracing} (issue 14).
-_proxy_tracing = PacketTracing()
-
-
-def bind_proxy_tracing(tracing):
-    """
-    Make C{grott.logs.trace_packets} and C{grott.logs.packets} read
-    C{tracing} (transitional, see L{_proxy_tracing}).
-    """
-    global _proxy_tracing
-    _proxy_tracing = tracing
-
-
-def __getattr__(name):
-    if name == "trace_packets":
-        return _proxy_tracing.enabled
-    if name == "packets":
-        return _proxy_tracing.log
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 log = Logger("grott.logs")
 
 

@@ -10,9 +10,9 @@ gives each service its own C{CollectorRegistry} (never the client's global
 default one), with the client's process collector for file descriptors,
 memory and CPU.
 
-Two wrappers count what the relay need not know about: L{TimedEndpoint}
-around the upstream endpoint (connects, failures, connect time) and
-L{count_decoding} around the decoder (records and decode errors by family).
+The counting itself (L{grott.counters}, with L{grott.counters.TimedEndpoint}
+and L{grott.counters.count_decoding}) needs none of this module: it is
+imported only when C{metrics.listen} is set, and prometheus_client with it.
 """
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -21,12 +21,10 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
-from twisted.internet.interfaces import IStreamClientEndpoint
-from zope.interface import implementer
 
-from grott.counters import UNKNOWN, record_type_label
+from grott.counters import record_type_label
 
-__all__ = ["GrottCollector", "TimedEndpoint", "count_decoding", "metrics_registry"]
+__all__ = ["GrottCollector", "metrics_registry"]
 
 #: Session modes (grott.proxy), always reported so a graph has no gaps.
 MODES = ("relaying", "answering locally", "cloud-free")
@@ -263,54 +261,3 @@ def metrics_registry(collector, process=True):
     if process:
         ProcessCollector(registry=registry)
     return registry
-
-
-@implementer(IStreamClientEndpoint)
-class TimedEndpoint:
-    """
-    The upstream endpoint, counting connects, failures (timeouts and
-    cancellations included) and how long each successful connect took.
-    """
-
-    def __init__(self, endpoint, totals, clock):
-        self.endpoint = endpoint
-        self.totals = totals
-        self.clock = clock
-
-    def connect(self, protocolFactory):
-        started = self.clock.seconds()
-        totals = self.totals
-
-        def connected(protocol):
-            totals.upstream_connects += 1
-            totals.upstream_connect_seconds.observe(self.clock.seconds() - started)
-            return protocol
-
-        def failed(failure):
-            totals.upstream_connect_failures += 1
-            return failure
-
-        return self.endpoint.connect(protocolFactory).addCallbacks(connected, failed)
-
-
-def count_decoding(decode, totals, family_of=lambda packet: None):
-    """
-    C{decode} (C{decode(packet, device_type_code) -> record or None}) that
-    counts decoded records and failures by family.  A failure has no family
-    of its own; C{family_of(packet)} names the one last seen for the
-    packet's datalogger.
-    """
-    records = totals.records
-    errors = totals.decode_errors
-
-    def counting(packet, device_type_code=None):
-        try:
-            record = decode(packet, device_type_code)
-        except Exception:
-            errors[family_of(packet) or UNKNOWN] += 1
-            raise
-        if record is not None:
-            records[record.family or UNKNOWN] += 1
-        return record
-
-    return counting

@@ -26,8 +26,8 @@ stays at one kernel buffer plus at most one packet in each framer.
 import ipaddress
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IPushProducer
+from twisted.internet.protocol import Protocol, ServerFactory
 from zope.interface import implementer
 
 from grott.codec import (
@@ -94,8 +94,8 @@ def _why(reason):
     return text.strip().rstrip(".")
 
 
-@implementer(IPushProducer)
-class UpstreamProtocol(Protocol):
+@implementer(IProtocol, IPushProducer)
+class UpstreamProtocol:
     """
     grott's connection to the Growatt server for one datalogger: everything
     it receives goes to the datalogger side.
@@ -105,10 +105,24 @@ class UpstreamProtocol(Protocol):
     C{stopProducing}: a transport that loses its connection stops its
     producer, and a dead cloud must not close the datalogger when grott is
     about to answer it locally.  The relay closes both sides itself.
+
+    A plain slotted L{IProtocol} rather than a L{Protocol} subclass: one
+    lives as long as each datalogger connection, and it needs nothing of
+    L{Protocol} but the transport.
     """
+
+    __slots__ = ("datalogger", "transport")
 
     def __init__(self, datalogger):
         self.datalogger = datalogger
+        self.transport = None
+
+    def makeConnection(self, transport):
+        self.transport = transport
+        self.connectionMade()
+
+    def connectionMade(self):
+        pass
 
     def dataReceived(self, data):
         self.datalogger.fromUpstream(data)
@@ -126,18 +140,29 @@ class UpstreamProtocol(Protocol):
         pass
 
 
-class UpstreamFactory(ClientFactory):
+@implementer(IProtocolFactory)
+class UpstreamFactory:
     """
     Builds the one upstream protocol of one datalogger connection.
+
+    Its connector keeps it for as long as the connection lasts, so it is a
+    slotted plain factory (nothing to start, stop or log), not a
+    L{ClientFactory} with a dict per connection.
     """
 
-    noisy = False
+    __slots__ = ("datalogger",)
 
     def __init__(self, datalogger):
         self.datalogger = datalogger
 
     def buildProtocol(self, addr):
         return UpstreamProtocol(self.datalogger)
+
+    def doStart(self):
+        pass
+
+    def doStop(self):
+        pass
 
 
 @implementer(IDataloggerLink, IRelayDriver, IPushProducer)
@@ -166,7 +191,8 @@ class DataloggerProtocol(Protocol):
         # Every attribute set here, always in this order: instances then
         # share one key layout (no per-connection dict), which matters at
         # thousands of mostly idle connections.
-        self.session = Session(peer, factory.clock.seconds(), self, host)
+        self.session = Session(peer, factory.clock.seconds(), self, host,
+                               factory.registry.totals)
         self.relay = RelayMachine(factory.settings, self.session, self)
         self._up = Framer()
         self._down = Framer()

@@ -24,7 +24,6 @@ import errno
 import os
 import socket
 from functools import partial
-from zoneinfo import ZoneInfo
 
 from twisted.application import service, strports
 from twisted.internet import defer
@@ -36,17 +35,10 @@ from grott.commands import CommandDispatcher, CommandFactory, is_loopback
 from grott.config import ConfigError, allowed_serials, in_file_order
 from grott.control import Control
 from grott.controlhass import ControlEntities
+from grott.counters import TimedEndpoint, count_decoding
 from grott.instance import instance_id
 from grott.interfaces import IGrottObserver
-from grott.logs import Logger, LoggingService, bind_proxy_tracing, check_paths
-from grott.metrics import (
-    GrottCollector,
-    TimedEndpoint,
-    count_decoding,
-    metrics_registry,
-)
-from grott.monitor import check_ready, make_site
-from grott.mqttcontrol import MqttControl
+from grott.logs import Logger, LoggingService, check_paths
 from grott.pluginhost import PluginHost
 from grott.policy import CloudCommandPolicy
 from grott.proxy import PacketTrace, ProxyFactory
@@ -382,9 +374,6 @@ def makeService(config, reactor):
     top.instance_id = instance_id(config)
     logging = LoggingService.fromConfig(config, reactor)
     logging.setName("logging")
-    # The proxy takes logging.tracing itself (ProxyService, at start); this
-    # only keeps grott.logs.trace_packets true to it for older readers.
-    bind_proxy_tracing(logging.tracing)
     plugins = PluginHost(config, reactor)
     plugins.setName("plugins")
     registry = Registry()
@@ -393,7 +382,7 @@ def makeService(config, reactor):
     upstream = None if proxyConfig.upstream == "none" else \
         TimedEndpoint(clientFromString(reactor, proxyConfig.upstream), registry.totals, reactor)
     commands = CommandDispatcher(registry, reactor, timeout=config.command.timeout)
-    timezone = None if proxyConfig.timezone == "local" else ZoneInfo(proxyConfig.timezone)
+    timezone = _timezone(proxyConfig.timezone)
     control = Control(commands, allow_raw_writes=config.control.allow_raw_writes,
                       protect_server_address=config.proxy.protect_server_address,
                       now=lambda: reactor.seconds(), timezone=timezone)
@@ -431,6 +420,8 @@ def makeService(config, reactor):
     controlServices = []
     mqttControl = None
     if config.control.mqtt:
+        # Imported only when on: it brings paho (see _monitoring).
+        from grott.mqttcontrol import MqttControl
         mqttControl = MqttControl(control, _mqtt_output(config, plugins), registry,
                                   prefix=config.control.topic_prefix,
                                   instance_id=instance_id(config))
@@ -467,19 +458,8 @@ def makeService(config, reactor):
     # proxy and the plugins have stopped.
     logging.setServiceParent(top)
     if config.metrics.listen != "none":
-        collector = GrottCollector(registry, reactor, commands=commands,
-                                   plugins=plugins.stats,
-                                   capacity=lambda: factory.max_dataloggers,
-                                   instance=top.instance_id)
-
-        def readiness():
-            return check_ready(top.running and proxy.running, factory.numPorts > 0,
-                               plugins.stats())
-
-        site = make_site(metrics_registry(collector), readiness, report_json,
-                         token=config.metrics.token, listen=config.metrics.listen,
-                         reactor=reactor)
-        monitoring = strports.service(config.metrics.listen, site, reactor=reactor)
+        monitoring = _monitoring(config.metrics, reactor, top, proxy, factory, registry,
+                                 commands, plugins, report_json)
         monitoring.setName("metrics")
         monitoring.setServiceParent(top)
     plugins.setServiceParent(top)
@@ -507,6 +487,42 @@ def makeService(config, reactor):
     top.report = report
     top.report_json = report_json
     return top
+
+
+def _monitoring(settings, reactor, top, proxy, factory, registry, commands, plugins,
+                report_json):
+    """
+    The monitoring endpoint's listener service (C{metrics.listen}).
+
+    Its modules are imported here, only when it is on: prometheus_client
+    and twisted.web are some 4.5 MB of a process that may hold thousands
+    of dataloggers in 100 MB.
+    """
+    from grott.metrics import GrottCollector, metrics_registry
+    from grott.monitor import check_ready, make_site
+
+    collector = GrottCollector(registry, reactor, commands=commands, plugins=plugins.stats,
+                               capacity=lambda: factory.max_dataloggers,
+                               instance=top.instance_id)
+
+    def readiness():
+        return check_ready(top.running and proxy.running, factory.numPorts > 0,
+                           plugins.stats())
+
+    site = make_site(metrics_registry(collector), readiness, report_json,
+                     token=settings.token, listen=settings.listen, reactor=reactor)
+    return strports.service(settings.listen, site, reactor=reactor)
+
+
+def _timezone(name):
+    """
+    C{proxy.timezone} as a tzinfo, None for the local time zone (zoneinfo
+    is imported only for a named one).
+    """
+    if name == "local":
+        return None
+    from zoneinfo import ZoneInfo
+    return ZoneInfo(name)
 
 
 def _family_of(registry, packet):

@@ -9,6 +9,8 @@ without touching transports.
 
 import collections
 import itertools
+import sys
+import types
 
 from grott.codec import REGISTER_RECORDS, RecordType
 from grott.counters import Totals
@@ -20,6 +22,9 @@ __all__ = ["TAKEOVER_SILENCE", "Registry", "Session", "takeover_refusal"]
 _CRC = "crc"
 
 _ids = itertools.count(1)
+
+#: Session.device_type_codes until its first entry.
+_NO_CODES = types.MappingProxyType({})
 
 #: upstream states
 CONNECTING = "connecting"
@@ -33,13 +38,25 @@ class Session:
     """
     One datalogger connection: plain data, updated by the relay.
 
+    Slotted: a grott may hold thousands of these for hours, and with slots
+    each is a fixed block of references, never a per-instance dict.
+
     @ivar link: the connection itself as an
         L{grott.interfaces.IDataloggerLink} (set by the proxy), or None;
         L{send} and L{disconnect} go through it, so nothing here holds a
         callable into the protocol.
     """
 
-    def __init__(self, peer, now, link=None, host=None):
+    __slots__ = (
+        "bytes_in", "bytes_out", "closed_by", "commands", "commands_dropped",
+        "connected_since", "datalogger_serial", "device_type_codes", "family",
+        "garbage_bytes", "host", "id", "inverters", "last_packet_at", "last_record_at",
+        "link", "local_acks", "local_bytes", "longest_gap", "mode", "packets_in",
+        "packets_out", "parse_errors", "peer", "protocol", "records", "totals",
+        "upstream_state",
+    )
+
+    def __init__(self, peer, now, link=None, host=None, totals=None):
         self.id = next(_ids)
         self.peer = peer
         #: the peer's address without the port (None for unix sockets)
@@ -49,8 +66,10 @@ class Session:
         self.datalogger_serial = None
         #: device address -> inverter serial, in the order first seen
         self.inverters = {}
-        #: inverter serial -> device type code from its last announce
-        self.device_type_codes = {}
+        #: inverter serial -> device type code from its last announce (a
+        #: shared empty mapping until the first one: not every datalogger
+        #: announces one)
+        self.device_type_codes = _NO_CODES
         self.protocol = None
         self.upstream_state = CONNECTING
         self.mode = "relaying"
@@ -73,8 +92,9 @@ class Session:
         #: inverter family of the last decoded record
         self.family = None
         self.closed_by = None
-        #: process-wide counters; the registry hands over its own in add()
-        self.totals = Totals()
+        #: process-wide counters: the registry's (the proxy passes them in,
+        #: L{Registry.add} hands them over otherwise)
+        self.totals = Totals() if totals is None else totals
 
     def send(self, data):
         """
@@ -137,13 +157,15 @@ class Session:
         if self.datalogger_serial is None:
             serial = packet.datalogger_serial
             if serial is not None:
-                self.datalogger_serial = learned = serial
+                # Interned, as the inverter serial below and the decoder's
+                # keys: one string per serial however many keep it.
+                self.datalogger_serial = learned = sys.intern(serial)
         if packet.record_type in REGISTER_RECORDS:
             if packet.record_type != RecordType.ANNOUNCE:
                 self.last_record_at = now
             inverter = packet.inverter_serial
             if inverter is not None and self.inverters.get(packet.device_address) != inverter:
-                self.inverters[packet.device_address] = inverter
+                self.inverters[packet.device_address] = sys.intern(inverter)
         return learned
 
     def saw_server_packet(self, packet):
@@ -171,6 +193,8 @@ class Session:
         self.records += 1
         self.family = record.family if getattr(record, "kind", None) != "meter" else self.family
         if record.record_type == RecordType.ANNOUNCE and record.device_type_code is not None:
+            if self.device_type_codes is _NO_CODES:
+                self.device_type_codes = {}
             self.device_type_codes[record.inverter_serial] = record.device_type_code
 
     def describe(self, now):

@@ -7,8 +7,28 @@ exactly what crossed the proxy.
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
 
 from grott.codec import ACKNOWLEDGED, Framer, Garbage, build_ack
+from grott.interfaces import IDataloggerLink
+
+
+@implementer(IDataloggerLink)
+class CallableLink:
+    """
+    A session's link without a connection: C{send(data)} goes to a
+    callable (its result is the link's), C{disconnect} is recorded.
+    """
+
+    def __init__(self, send):
+        self._send = send
+        self.disconnected = []
+
+    def send(self, data):
+        return self._send(data)
+
+    def disconnect(self, why):
+        self.disconnected.append(why)
 
 
 class _Waiting:

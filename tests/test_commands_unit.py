@@ -41,6 +41,7 @@ from grott.commands import (
 )
 from grott.control import Control
 from grott.session import Registry, Session
+from tests.relayhelpers import CallableLink
 
 SERIAL = "JPC281833B"
 INVERTER = "NHB691514F"
@@ -64,7 +65,7 @@ class Fixture:
         session.datalogger_serial = serial
         session.protocol = protocol
         session.inverters[address] = "IV" + serial[-8:]
-        session.send = self._send
+        session.link = CallableLink(self._send)
         self.registry.add(session)
         self.registry.claim(session)
         return session

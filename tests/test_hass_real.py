@@ -31,15 +31,18 @@ SIM_METER = "HAINVMIN01-meter-22"
 LIVE = {"HAINVMIN01": 4, "HAINVCLS01": 1}
 
 
-async def _until(predicate, what, poll=0.25):
+async def _until(predicate, what, poll=0.25, seconds=120.0):
     """
     Poll C{predicate} (a coroutine function) until it returns something
-    true; the test's timeout is the deadline.
+    true; fail naming C{what} after C{seconds}.
     """
+    deadline = reactor.seconds() + seconds
     while True:
         result = await predicate()
         if result:
             return result
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {seconds:g} s waiting until {what}")
         await deferLater(reactor, poll, lambda: None)
 
 

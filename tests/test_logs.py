@@ -31,13 +31,17 @@ PACKET = {"direction": "datalogger->server", "record_type": 0x0104, "record_name
           "hex": "0001000600200104abcd", "record": {"pvpower": 1234.5}}
 
 
+#: Where the proxy's packet trace emits (a LoggingService's tracing.log).
+PACKETS = logs.PacketTracing().log
+
+
 def emit_packet(serial, **fields):
     event = dict(PACKET, **fields)
-    logs.packets.debug("{serial} {direction} {record_name} {hex}", serial=serial, **event)
+    PACKETS.debug("{serial} {direction} {record_name} {hex}", serial=serial, **event)
 
 
 def close_session(serial):
-    logs.packets.info("session of {serial} closed", serial=serial, session_closed=True)
+    PACKETS.info("session of {serial} closed", serial=serial, session_closed=True)
 
 
 def read(path):
@@ -128,26 +132,33 @@ class LevelTests(LoggingCase):
             svc.stopService()
             self.assertIs(svc.tracing.enabled, False)
 
-    def test_proxyReadsTheServiceTracing(self):
+    def test_proxyTracesThroughTheServiceTracing(self):
         """
-        Until the proxy's factory takes the service's PacketTracing, the
-        service tree binds grott.logs.trace_packets / packets to it.
+        The service tree hands the proxy a packet trace into the logging
+        service's own tracing log when that service enables tracing, and
+        none when it does not.
         """
         from twisted.internet.testing import MemoryReactor
 
+        from grott.proxy import PacketTrace
         from grott.service import makeService
-        self.addCleanup(logs.bind_proxy_tracing, logs.PacketTracing())
-        config = config_from_string(
-            f"log: {{level: debug}}\ncommand: {{listen: none}}\n"
-            f"plugins: {{directory: {self.tmp}/plugins}}\nproxy: {{upstream: none}}\n")
-        top = makeService(config, MemoryReactor())
-        logging = top.getServiceNamed("logging")
-        self.assertIs(logs.trace_packets, False)
-        logging.startService()
-        self.assertIs(logs.trace_packets, True)
-        self.assertIs(logs.packets, logging.tracing.log)
-        logging.stopService()
-        self.assertIs(logs.trace_packets, False)
+        for level, traced in [("debug", True), ("info", False)]:
+            config = config_from_string(
+                f"log: {{level: {level}}}\ncommand: {{listen: none}}\n"
+                f"metrics: {{listen: none}}\n"
+                f"plugins: {{directory: {self.tmp}/plugins}}\nproxy: {{upstream: none}}\n")
+            top = makeService(config, MemoryReactor())
+            logging = top.getServiceNamed("logging")
+            proxy = top.getServiceNamed("proxy")
+            logging.startService()
+            self.addCleanup(logging.stopService)
+            proxy.startService()
+            trace = proxy.factory.trace
+            if traced:
+                self.assertIsInstance(trace, PacketTrace)
+                self.assertIs(trace.log, logging.tracing.log)
+            else:
+                self.assertIsNone(trace)
 
     def test_startLineSaysWhatIsLogged(self):
         self.start(to="file", per_datalogger=True)

@@ -17,13 +17,14 @@ from twisted.trial.unittest import TestCase
 from grott.codec import RecordType, build_packet, parse_packet
 from grott.commands import CommandDispatcher, CommandError, CommandTimeout, NotConnected
 from grott.config import ConfigError, config_from_string
-from grott.counters import Histogram
+from grott.counters import Histogram, count_decoding
 from grott.logs import secrets_in
 from grott.logthrottle import LogThrottle
-from grott.metrics import GrottCollector, count_decoding, metrics_registry
+from grott.metrics import GrottCollector, metrics_registry
 from grott.monitor import check_ready, make_site
 from grott.session import Registry, Session
 from tests.prometheus import get
+from tests.relayhelpers import CallableLink
 
 TOKEN = "s3cret-Token_42"
 
@@ -271,7 +272,7 @@ class CounterTests(MonitorTestCase):
         session = self.connect("DLSERIAL01")
         session.protocol = 6
         sent = []
-        session.send = lambda data: sent.append(data) or True
+        session.link = CallableLink(lambda data: sent.append(data) or True)
         with self.assertRaises(NotConnected):
             self.commands.read_registers("NOBODY", 1)
         d = self.commands.read_registers("DLSERIAL01", 3, via="mqtt")

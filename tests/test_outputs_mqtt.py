@@ -9,7 +9,6 @@ import re
 import types
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
@@ -20,6 +19,7 @@ from grott.outputs.mqtt import record_payload
 from grott.pluginhost import PluginHost
 from tests import mosquitto
 from tests.pluginhelpers import DATA_VECTORS, make_config, numbered, packet_and_record
+from tests.waiting import until
 
 
 def _json(payload):
@@ -115,8 +115,7 @@ class PublishTests(BrokerTestCase):
         self.start(host)
         packet, record = packet_and_record()
         host.deliver(packet, record)
-        while host.stats()[0]["delivered"] < 1:
-            await deferLater(reactor, 0.01, lambda: None)
+        await until(reactor, lambda: host.stats()[0]["delivered"] >= 1, "the record delivered")
         # Subscribing afterwards still gets the record: it was retained.
         subscriber = self.subscribe(["solar/#"])
         topic = f"solar/inverters/{record.inverter_serial}"
@@ -240,8 +239,7 @@ class PublishTests(BrokerTestCase):
         host = self.host(serial_in_topic=True, retain=True)
         self.start(host)
         plugin = host.runners[0].plugin
-        while not plugin.connected:
-            await deferLater(reactor, 0.01, lambda: None)
+        await until(reactor, lambda: plugin.connected, "the connection to the broker")
         _, record = packet_and_record()
         await plugin.publish(record)
         self.assertEqual(plugin.outstanding, 0)
@@ -340,8 +338,7 @@ class PublishTests(BrokerTestCase):
         host = self.host(qos=1)
         self.start(host)
         plugin = host.runners[0].plugin
-        while not plugin.connected:
-            await deferLater(reactor, 0.01, lambda: None)
+        await until(reactor, lambda: plugin.connected, "the connection to the broker")
         # No round trip per record: data() hands over and returns at once.
         packet, record = packet_and_record()
         self.assertIsNone(plugin.data(packet, record, plugin.log))
@@ -350,8 +347,8 @@ class PublishTests(BrokerTestCase):
         for start in range(0, total, burst):
             for packet, record in pairs[start:start + burst]:
                 host.deliver(packet, record)
-            while host.stats()[0]["queued"] > burst:
-                await deferLater(reactor, 0, lambda: None)
+            await until(reactor, lambda: host.stats()[0]["queued"] <= burst,
+                        "the plugin queue to take the next burst", interval=0)
         await subscriber.wait_for(lambda m: len(m) >= total + 1)
         stats = host.stats()[0]
         self.assertEqual(stats["dropped"], 0)
@@ -384,11 +381,15 @@ class OutageTests(BrokerTestCase):
         # Records handed to the client before it notices are resent by it
         # (QoS 1); these wait for it in the plugin queue.
         plugin = host.runners[0].plugin
-        while plugin.connected:
-            await deferLater(reactor, 0.01, lambda: None)
+        await until(reactor, lambda: not plugin.connected, "the output to notice the outage")
         for packet, record in pairs[3:]:
             host.deliver(packet, record)
-            await deferLater(reactor, 0.02, lambda: None)
+
+        def waiting():
+            stats = host.stats()[0]
+            return stats["queued"] + (stats["busy_seconds"] is not None)
+
+        await until(reactor, lambda: waiting() == 5, "the 5 records to wait for the broker")
         stats = host.stats()[0]
         self.assertEqual(stats["delivered"], 3)
         self.assertEqual(stats["queued"] + (stats["busy_seconds"] is not None), 5)
@@ -396,8 +397,7 @@ class OutageTests(BrokerTestCase):
 
         await self.broker.start()
         await subscriber.wait_for(lambda m: seqs() == set(range(8)))
-        while host.stats()[0]["delivered"] < 8:
-            await deferLater(reactor, 0.01, lambda: None)
+        await until(reactor, lambda: host.stats()[0]["delivered"] >= 8, "8 records delivered")
         self.assertEqual(host.stats()[0]["failed"], 0)
 
     def test_broker_restart_loses_nothing(self):
@@ -410,13 +410,14 @@ class OutageTests(BrokerTestCase):
         self.start(host)
         for packet, record in numbered(3):
             host.deliver(packet, record)
-        await deferLater(reactor, 0.8, lambda: None)   # several reconnect attempts
+        plugin = host.runners[0].plugin
+        await until(reactor, lambda: plugin.counts["connect_failures"] >= 3,
+                    "several failed connection attempts")
         unreachable = [e for e in events if "cannot reach" in e["log_format"]]
         self.assertEqual(len(unreachable), 1)
         await self.broker.start()
         # Delivered means acknowledged by the broker (QoS 1).
-        while host.stats()[0]["delivered"] < 3:
-            await deferLater(reactor, 0.01, lambda: None)
+        await until(reactor, lambda: host.stats()[0]["delivered"] >= 3, "3 records delivered")
         self.assertEqual(host.stats()[0]["failed"], 0)
 
     def test_broker_down_at_start(self):
@@ -433,21 +434,19 @@ class OutageTests(BrokerTestCase):
                          reconnect_max=defaults.reconnect_max)
         self.start(host)
         plugin = host.runners[0].plugin
-        while not plugin.connected:
-            await deferLater(reactor, 0.05, lambda: None)
+        await until(reactor, lambda: plugin.connected, "the connection to the broker")
         await self.broker.stop()
         # 1 + 2 + 4 + 5 s of failed attempts: the backoff is at its cap.
-        while plugin.counts["connect_failures"] < 4:
-            await deferLater(reactor, 0.1, lambda: None)
+        await until(reactor, lambda: plugin.counts["connect_failures"] >= 4,
+                    "4 failed connection attempts", seconds=30, interval=0.1)
         await self.broker.start()
         back = reactor.seconds()
-        while not plugin.connected:
-            await deferLater(reactor, 0.05, lambda: None)
+        await until(reactor, lambda: plugin.connected, "the connection after the outage",
+                    seconds=30, interval=0.05)
         self.assertLess(reactor.seconds() - back, defaults.reconnect_max + 3)
         packet, record = packet_and_record()
         host.deliver(packet, record)
-        while host.stats()[0]["delivered"] < 1:
-            await deferLater(reactor, 0.05, lambda: None)
+        await until(reactor, lambda: host.stats()[0]["delivered"] >= 1, "the record delivered")
 
     def test_reconnects_soon_after_a_long_outage(self):
         return defer.Deferred.fromCoroutine(self._back_soon())
@@ -489,7 +488,9 @@ class AuthTests(BrokerTestCase):
         host = self.host(username="grott", password="not " + self.password, stop_timeout=0.5)
         self.start(host)
         host.deliver(*packet_and_record())
-        await deferLater(reactor, 0.8, lambda: None)
+        plugin = host.runners[0].plugin
+        await until(reactor, lambda: plugin.counts["connect_refused"] >= 3,
+                    "several refused connection attempts")
         refused = [e for e in self.events if "refused" in e["log_format"]]
         self.assertEqual(len(refused), 1)
         self.assertEqual(host.stats()[0]["delivered"], 0)

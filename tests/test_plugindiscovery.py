@@ -30,8 +30,9 @@ from grott.interfaces import (
     IConfigurablePlugin,
     IGrottPlugin,
     IGrottPluginService,
+    ISpoolSink,
 )
-from grott.outputs import jsonl, mqtt
+from grott.outputs import builtin, jsonl, mqtt
 from grott.pluginhost import PluginHost
 from grott.spool import SpooledOutput
 from tests.pluginhelpers import make_config
@@ -104,12 +105,14 @@ class BuiltinTests(unittest.SynchronousTestCase):
 
     def test_verify_builtins(self):
         reactor = MemoryReactorClock()
-        verifyObject(IConfigurablePlugin, jsonl.factory)
-        verifyObject(IConfigurablePlugin, mqtt.factory)
-        out = jsonl.factory.makePlugin(JsonlConfig(path=self.mktemp()), reactor)
+        verifyObject(IConfigurablePlugin, builtin.jsonl)
+        verifyObject(IConfigurablePlugin, builtin.mqtt)
+        out = builtin.jsonl.makePlugin(JsonlConfig(path=self.mktemp()), reactor)
         verifyObject(IBlockingPlugin, out)
         verifyObject(IGrottPluginService, out)
-        out = mqtt.factory.makePlugin(MqttConfig(), reactor)
+        # Behind the spool by default; the plain output with spool: false.
+        verifyObject(ISpoolSink, builtin.mqtt.makePlugin(MqttConfig(), reactor))
+        out = builtin.mqtt.makePlugin(MqttConfig(spool=False), reactor)
         verifyObject(IGrottPlugin, out)
         verifyObject(IGrottPluginService, out)
         self.assertFalse(IBlockingPlugin.providedBy(out))

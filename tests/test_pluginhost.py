@@ -354,10 +354,9 @@ class ThreadTests(unittest.TestCase):
         pairs = numbered(5)
 
         async def check():
-            for packet, record in pairs:
+            for count, (packet, record) in enumerate(pairs, 1):
                 host.deliver(packet, record)
-                await _later(0)
-            await self._wait_until(lambda: len(fast.got) == 5)
+                await self._wait_until(lambda count=count: len(fast.got) == count)
             self.assertEqual(blocking.got, [])
             started = reactor.seconds()
             events = _events(self)
@@ -372,7 +371,3 @@ class ThreadTests(unittest.TestCase):
             self.assertEqual(total["count"], 5)
         return defer.Deferred.fromCoroutine(check())
 
-
-def _later(seconds):
-    from twisted.internet.task import deferLater
-    return deferLater(reactor, seconds, lambda: None)

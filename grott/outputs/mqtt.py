@@ -42,7 +42,6 @@ from twisted.internet import defer, task
 from zope.interface import implementer
 
 from grott.interfaces import (
-    IConfigurablePlugin,
     IGrottObserver,
     IGrottPlugin,
     IGrottPluginService,
@@ -52,7 +51,7 @@ from grott.logthrottle import LogThrottle
 from grott.outputs import guards, hass, hass_entities, jsonenc
 from grott.registers.record import METER
 
-__all__ = ["MqttError", "MqttFactory", "MqttOutput", "factory", "record_payload"]
+__all__ = ["MqttError", "MqttOutput", "record_payload"]
 
 #: Seconds stopService waits for the "offline" message and the disconnect.
 _GOODBYE_TIMEOUT = 3.0
@@ -368,6 +367,7 @@ class MqttOutput:
 
     def _on_connect(self, failed, reason):
         if failed:
+            self.counts["connect_refused"] += 1
             self._report("refused", "MQTT broker {broker} refused the connection: {reason}",
                          reason=reason)
             return
@@ -912,18 +912,3 @@ def _in_thread(reactor, f):
 
     threading.Thread(target=run, daemon=True, name="grott-mqtt-stop").start()
     return d
-
-
-@implementer(IConfigurablePlugin)
-class MqttFactory:
-    """
-    Builds L{MqttOutput} from C{outputs.mqtt} (a L{grott.config.MqttConfig}).
-    """
-
-    name = "mqtt"
-
-    def makePlugin(self, settings, reactor):
-        return MqttOutput(settings, reactor)
-
-
-factory = MqttFactory()

@@ -1,11 +1,9 @@
 """
 The built-in outputs (jsonl, mqtt, influxdb, pvoutput), registered as
-plugin factories.
+plugin factories; their modules are imported only when configured
+(L{grott.outputs.builtin}).
 """
 
-from grott.outputs.influxdb import factory as influxdb
-from grott.outputs.jsonl import factory as jsonl
-from grott.outputs.mqttspool import factory as mqtt
-from grott.outputs.pvoutput import factory as pvoutput
+from grott.outputs.builtin import influxdb, jsonl, mqtt, pvoutput
 
 __all__ = ["influxdb", "jsonl", "mqtt", "pvoutput"]

@@ -14,6 +14,8 @@ Bounded: past C{limit} inverters the oldest entries are forgotten, so
 garbage that happens to parse cannot grow memory.
 """
 
+import sys
+
 __all__ = ["DecoderState"]
 
 
@@ -39,7 +41,12 @@ class DecoderState:
         table.pop(key, None)
         if len(table) >= self.limit:
             del table[next(iter(table))]
-        table[key] = value
+        # Serials interned: the sessions keep the same ones (one string per
+        # serial in a grott holding thousands of dataloggers).
+        datalogger, inverter = key
+        if inverter.__class__ is str:
+            inverter = sys.intern(inverter)
+        table[sys.intern(datalogger), inverter] = value
 
     def family(self, key):
         """The family decided for C{key} by an earlier record, or None."""
