@@ -554,6 +554,10 @@ class ControlConfig:
     mqtt: bool = _field(False)
     #: First topic level of request, reply and status topics.
     topic_prefix: str = _field("grott", _topic)
+    #: Reply "not connected" to requests for dataloggers this grott does
+    #: not hold.  Set false when several instances share the broker
+    #: (docs/scaling.md): only the instance holding a datalogger answers.
+    answer_unknown: bool = _field(True)
     #: Seconds between reads that refresh the Home Assistant settings
     #: entities (control.mqtt with outputs.mqtt.discovery); 0 = never.
     poll_interval: float = _field(600.0, _non_negative)

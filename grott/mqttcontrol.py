@@ -182,14 +182,16 @@ class MqttControl(service.Service):
 
     log = Logger()
 
-    def __init__(self, control, mqtt, registry, prefix="grott", instance_id=""):
+    def __init__(self, control, mqtt, registry, prefix="grott", instance_id="",
+                 answer_unknown=True):
         self.control = control
+        self.answer_unknown = answer_unknown
         self.mqtt = mqtt
         self.registry = registry
         self.prefix = prefix
         self.instance = instance_id or socket.gethostname()
         self.v5 = mqtt.settings.protocol == "5"
-        self.counts = {"requests": 0, "replies": 0, "errors": 0}
+        self.counts = {"requests": 0, "replies": 0, "errors": 0, "not_held": 0}
         self._online = {}
 
     def startService(self):
@@ -220,7 +222,7 @@ class MqttControl(service.Service):
     def report_lines(self):
         c = self.counts
         return [(f"  control mqtt: requests={c['requests']} replies={c['replies']} "
-                 f"errors={c['errors']}")]
+                 f"errors={c['errors']} not_held={c['not_held']}")]
 
     # ---------------------------------------------------------------- status
 
@@ -254,9 +256,14 @@ class MqttControl(service.Service):
         """
         One request (a paho C{MQTTMessage}); its reply is published later.
         """
-        self.counts["requests"] += 1
         topic = message.topic
         serial = topic[len(self.prefix) + 1:-len("/request")]
+        if not self.answer_unknown and self.registry.by_serial(serial) is None:
+            # Several instances share the broker: the one holding this
+            # datalogger answers, the others stay silent.
+            self.counts["not_held"] += 1
+            return defer.succeed(None)
+        self.counts["requests"] += 1
         response_topic = correlation = None
         properties = getattr(message, "properties", None)
         if properties is not None:

@@ -424,7 +424,8 @@ def makeService(config, reactor):
         from grott.mqttcontrol import MqttControl
         mqttControl = MqttControl(control, _mqtt_output(config, plugins), registry,
                                   prefix=config.control.topic_prefix,
-                                  instance_id=instance_id(config))
+                                  instance_id=instance_id(config),
+                                  answer_unknown=config.control.answer_unknown)
         mqttControl.setName("control")
         controlServices.append(mqttControl)
         extra.insert(2, mqttControl.report_lines)

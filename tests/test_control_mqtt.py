@@ -192,7 +192,7 @@ class OpsTests(MqttControlBase):
         self.assertTrue(any("control: mqtt client ha-1 via grott/SIMS000001/request on "
                             "SIMS000001: register 3 := 80: 100 -> 80: ok" in line
                             for line in self.audit()), self.audit())
-        self.assertIn("  control mqtt: requests=7 replies=7 errors=0",
+        self.assertIn("  control mqtt: requests=7 replies=7 errors=0 not_held=0",
                       self.mqttControl.report_lines())
         # The dispatcher's metrics count them as asked through MQTT.
         outcomes = self.dispatcher.outcomes

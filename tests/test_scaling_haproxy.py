@@ -52,6 +52,11 @@ outputs:
     host: 127.0.0.1
     port: {broker}
     discovery: false
+  spool:
+    directory: {spool}
+control:
+  mqtt: true
+  answer_unknown: false
 """
 
 HAPROXY_CONFIG = """
@@ -190,7 +195,8 @@ class HAProxyScalingTests(TestCase):
         ports = {"port": free_port(), "command": free_port(), "metrics": free_port()}
         path = os.path.join(self.tmp, f"{name}.yaml")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(GROTT_CONFIG.format(name=name, cloud=cloud, broker=self.broker.port, **ports))
+            f.write(GROTT_CONFIG.format(name=name, cloud=cloud, broker=self.broker.port,
+                                        spool=os.path.join(self.tmp, f"spool-{name}"), **ports))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in [REPO, env.get("PYTHONPATH")] if p)
         process = self.spawn(name, sys.executable,
@@ -246,6 +252,37 @@ class HAProxyScalingTests(TestCase):
             seen[key] = seen.get(key, 0) + 1
         return seen
 
+    def replies(self, serial, request_id):
+        return [m for topic, payload, _ in self.subscriber.messages
+                if topic == f"grott/{serial}/reply"
+                for m in [json.loads(payload)] if m.get("id") == request_id]
+
+    async def control(self, serial, request_id, answering, silent):
+        """
+        A read request for C{serial}: exactly one reply, from the instance
+        C{answering} that holds it; instance C{silent} (None: none) counts
+        it as not held and stays quiet.
+        """
+        self.subscriber.client.publish(
+            f"grott/{serial}/request",
+            json.dumps({"id": request_id, "op": "read", "register": 3, "count": 1}), qos=1)
+        await until(lambda: self.replies(serial, request_id), f"the reply to {request_id}",
+                    seconds=30)
+        if silent is not None:
+            before = self.not_held[silent]
+
+            async def ignored():
+                report = await self.admin(silent, "stats")
+                found = re.search(r"not_held=(\d+)", report)
+                return found and int(found.group(1)) > before
+            await until(ignored, f"{silent} to see {request_id}", seconds=30)
+            self.not_held[silent] += 1
+        [reply] = self.replies(serial, request_id)
+        self.assertTrue(reply["ok"], reply)
+        status = [json.loads(p) for t, p, _ in self.subscriber.messages
+                  if t == f"grott/{serial}/status"]
+        self.assertEqual(status[-1]["instance"], answering, status[-1])
+
     def test_spreadStopOneAndMove(self):
         return defer.ensureDeferred(self.spread_stop_and_move())
 
@@ -273,6 +310,13 @@ class HAProxyScalingTests(TestCase):
             self.assertTrue(peers, report)
             self.assertLessEqual(peers, set(SOURCES), report)
 
+        # Control requests are answered once, by the instance holding the
+        # datalogger; the other one stays silent.
+        self.not_held = {"grott-a": 0, "grott-b": 0}
+        on_a, on_b = sorted(held["grott-a"])[0], sorted(held["grott-b"])[0]
+        await self.control(on_a, "r1", "grott-a", "grott-b")
+        await self.control(on_b, "r2", "grott-b", "grott-a")
+
         # Stop grott-a: its dataloggers move to grott-b through HAProxy.
         moved = held["grott-a"]
         acked_before = {s.spec.serial: s.acked_records for s in states}
@@ -283,6 +327,8 @@ class HAProxyScalingTests(TestCase):
         async def all_on_b():
             return await self.held_by("grott-b") == serials
         await until(all_on_b, "every datalogger on grott-b", seconds=90)
+        # Control followed the datalogger.
+        await self.control(on_a, "r3", "grott-b", None)
         await until(lambda: all(s.acked_records >= acked_before[s.spec.serial] + 2
                                 for s in states),
                     "records acknowledged after the move", seconds=90)
