@@ -8,11 +8,12 @@ import struct
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from grott.proxy import ProxyFactory
 from grott.session import Registry
 from tests import relayhelpers
+from tests.test_proxy_loopback import LoopbackBase
 from tests.vectors import VECTORS
 
 UP = [bytes.fromhex(v["hex"]) for v in VECTORS if v["direction"] == "datalogger->server"]
@@ -32,12 +33,9 @@ def proxy_v2(host, port):
     return V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", len(address)) + address
 
 
-class HAProxyListenTests(TestCase):
-    def setUp(self):
-        self.cloud = relayhelpers.RecorderFactory()
-        return relayhelpers.listen(reactor, self.cloud).addCallback(self._cloudUp)
-
+class HAProxyListenTests(LoopbackBase):
     def _cloudUp(self, port):
+        # LoopbackBase's proxy, behind the haproxy: endpoint wrapper.
         self.addCleanup(port.stopListening)
         self.registry = Registry()
         self.factory = ProxyFactory(
@@ -46,18 +44,6 @@ class HAProxyListenTests(TestCase):
             allowed_networks=["203.0.113.0/24", "198.51.100.0/24"])
         endpoint = serverFromString(reactor, "haproxy:tcp:0:interface=127.0.0.1")
         return endpoint.listen(self.factory).addCallback(self._proxyUp)
-
-    def _proxyUp(self, port):
-        self.proxyPort = port
-        self.addCleanup(self._closeAll)
-
-    def _closeAll(self):
-        d = self.factory.closeAll("test over")
-        d.addCallback(lambda _: self.proxyPort.stopListening())
-        for conn in self.cloud.connections:
-            conn.transport.loseConnection()
-        return d.addCallback(lambda _: defer.DeferredList(
-            [c.lost for c in self.cloud.connections]))
 
     @defer.inlineCallbacks
     def relay_with_header(self, header, host, port):
