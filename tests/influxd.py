@@ -10,11 +10,12 @@ import os
 import shutil
 from urllib.parse import urlencode
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import reactor
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from tests.mosquitto import free_port
+from tests.processes import OutputProcess
 from tests.spoolhelpers import until
 
 INFLUXD = shutil.which("influxd") or next(
@@ -22,20 +23,6 @@ INFLUXD = shutil.which("influxd") or next(
 
 SKIP = None if INFLUXD else "influxd is not installed (apt-get install influxdb)"
 
-
-class _Output(protocol.ProcessProtocol):
-
-    def __init__(self):
-        self.output = b""
-        self.ended = defer.Deferred()
-
-    def outReceived(self, data):
-        self.output = (self.output + data)[-20000:]
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(None)
 
 
 class Influxd:
@@ -77,7 +64,7 @@ class Influxd:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
     async def start(self):
-        self.process = _Output()
+        self.process = OutputProcess()
         reactor.spawnProcess(self.process, INFLUXD, [INFLUXD, "-config", self.config],
                              env=os.environ.copy())
         await until(lambda: b'msg="Listening on HTTP' in self.process.output

@@ -9,18 +9,20 @@ import os
 import shutil
 import urllib.parse
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from tests.mosquitto import free_port
+from tests.processes import OutputProcess
 
 PROMETHEUS = shutil.which("prometheus") or next(
     (p for p in ("/usr/bin/prometheus", "/usr/local/bin/prometheus") if os.path.exists(p)),
     None)
 
 SKIP = None if PROMETHEUS else "prometheus is not installed (apt-get install prometheus)"
+
 
 
 async def get(url, token=None, method=b"GET", headers=None):
@@ -59,20 +61,6 @@ async def poll(check, deadline=20.0, step=0.1, what="the condition"):
         await deferLater(reactor, step, lambda: None)
 
 
-class _Process(protocol.ProcessProtocol):
-    def __init__(self):
-        self.output = b""
-        self.ended = defer.Deferred()
-
-    def outReceived(self, data):
-        self.output = (self.output + data)[-20000:]
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(None)
-
-
 class Prometheus:
     """
     A Prometheus server scraping C{target} ("127.0.0.1:PORT") every
@@ -104,7 +92,7 @@ class Prometheus:
         """
         Start the server; the Deferred fires when /-/ready answers 200.
         """
-        self.process = _Process()
+        self.process = OutputProcess()
         reactor.spawnProcess(
             self.process, PROMETHEUS,
             [PROMETHEUS, f"--config.file={self.config}",

@@ -16,14 +16,15 @@ import shutil
 import socket
 import sys
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.trial.unittest import TestCase
 
 import grott
 from grott.testing.fakecloud import FakeCloud
 from grott.testing.simulator import DataloggerSimulation, make_specs
-from tests import mosquitto
+from tests import mosquitto, waiting
+from tests.processes import OutputProcess
 
 HAPROXY = shutil.which("haproxy") or next(
     (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.path.exists(p)), None)
@@ -87,23 +88,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-class _Process(protocol.ProcessProtocol):
-    def __init__(self, name):
-        self.name = name
-        self.output = b""
-        self.ended = defer.Deferred()
-        self.done = False
-
-    def outReceived(self, data):
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.done = True
-        self.ended.callback(None)
-
-
 class _Line(protocol.Protocol):
     """A raw admin-socket client: collects the answer text."""
 
@@ -118,21 +102,8 @@ class _Line(protocol.Protocol):
         self.lost.callback(self.text)
 
 
-async def until(condition, what, seconds=60, detail=lambda: ""):
-    """
-    Poll C{condition} (a plain or async callable) until true, or fail after
-    C{seconds}.
-    """
-    deadline = reactor.seconds() + seconds
-    while True:
-        result = condition()
-        if hasattr(result, "__await__"):
-            result = await result
-        if result:
-            return
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out waiting for {what}{detail()}")
-        await task.deferLater(reactor, 0.1, lambda: None)
+def until(condition, what, seconds=60, detail=None):
+    return waiting.until(reactor, condition, what, seconds=seconds, interval=0.1, detail=detail)
 
 
 class HAProxyScalingTests(TestCase):
@@ -164,7 +135,7 @@ class HAProxyScalingTests(TestCase):
             self.instances[name] = self.spawn_grott(name, port.getHost().port)
         for name, grott_instance in self.instances.items():
             await until(lambda g=grott_instance: b"can hold" in g["process"].output,
-                        f"{name} to listen", detail=lambda g=grott_instance: "\n" +
+                        f"{name} to listen", detail=lambda g=grott_instance:
                         g["process"].output.decode(errors="replace"))
         self.front = free_port()
         servers = "\n".join(f"    server {name} 127.0.0.1:{g['port']} port {g['metrics']}"
@@ -177,7 +148,7 @@ class HAProxyScalingTests(TestCase):
                     detail=lambda: self.haproxy.output.decode(errors="replace"))
 
     def spawn(self, name, executable, args, env=None):
-        process = _Process(name)
+        process = OutputProcess(name)
         transport = reactor.spawnProcess(process, executable, [executable, *args],
                                          env=env or os.environ.copy(), path=self.tmp)
         self.processes.append((process, transport))

@@ -8,18 +8,26 @@ from twisted.internet import defer
 from twisted.internet.task import deferLater
 
 
-def until(reactor, condition, what, seconds=10.0, interval=0.01):
+def until(reactor, condition, what, seconds=10.0, interval=0.01, detail=None):
     """
     A Deferred that fires once C{condition()} is true, checked every
-    C{interval} seconds; fails with C{AssertionError} naming C{what} after
-    C{seconds}.
+    C{interval} seconds; fails with C{AssertionError} naming C{what} (and
+    C{detail()}, when given) after C{seconds}.  C{condition} may be a
+    coroutine function, for conditions that ask a server.
     """
+
+    async def holds():
+        result = condition()
+        if hasattr(result, "__await__"):
+            result = await result
+        return result
 
     async def poll():
         deadline = reactor.seconds() + seconds
-        while not condition():
+        while not await holds():
             if reactor.seconds() > deadline:
-                raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+                more = f"\n{detail()}" if detail is not None else ""
+                raise AssertionError(f"timed out after {seconds:g} s waiting for {what}{more}")
             await deferLater(reactor, interval, lambda: None)
 
     return defer.ensureDeferred(poll())
