@@ -30,6 +30,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import resource
 import select
 import shutil
@@ -65,18 +66,56 @@ TARGETS = ("direct", "portforward", "grott")
 #: grott decoding every record into a sink that discards it
 #: (bench/decodeall.tac: what an enabled output adds before its own work).
 EXTRA_TACS = {"grott-nodecode": "nodecode.tac", "grott-decodeall": "decodeall.tac"}
-EXTRA_TARGETS = tuple(EXTRA_TACS)
+#: Not run by default either: grott with its built-in MQTT output on, the
+#: settings a user gets by adding `outputs: mqtt:` with `discovery: true`
+#: (QoS 1, the on-disk spool), publishing to a mosquitto the run starts;
+#: grott-mqtt-nospool is the same with `spool: false` (records wait in the
+#: plugin queue, in memory, instead of the spool file).  Target -> extra
+#: lines of the outputs.mqtt section.
+MQTT_TARGETS = {"grott-mqtt": "", "grott-mqtt-nospool": "    spool: false\n"}
+EXTRA_TARGETS = tuple(EXTRA_TACS) + tuple(MQTT_TARGETS)
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
+#: The shared topic every record goes to (outputs.mqtt.topic's default).
+MQTT_TOPIC = "energy/growatt"
+#: Seconds a grott-mqtt run may take after the window to hand its backlog to
+#: the broker (added to the scenario's time bound).
+MQTT_DRAIN_BOUND = 60.0
 
 GROTT_CONFIG = """\
 proxy:
   listen: "tcp:{port}:interface=127.0.0.1"
   upstream: "tcp:127.0.0.1:{cloud}"
 command:
-  listen: none
+  listen: {command}
 metrics:
   listen: none
 log:
   level: warn
+"""
+
+MQTT_CONFIG = """\
+outputs:
+  mqtt:
+    host: 127.0.0.1
+    port: {broker}
+    discovery: true
+{extra}  spool:
+    directory: {spool}
+"""
+
+#: The broker: mosquitto's defaults, except that the counting subscriber may
+#: have many QoS 1 messages in flight (it acknowledges once per read) and
+#: nothing is persisted.
+MOSQUITTO_CONFIG = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_inflight_messages 1000
+max_queued_messages 100000
+log_dest stderr
+log_type error
+log_type warning
 """
 
 #: twistd's module has no __main__ block: run it the way the twistd script does.
@@ -85,6 +124,10 @@ TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twi
 
 class BenchError(Exception):
     pass
+
+
+class BenchSkip(BenchError):
+    """The target cannot run on this machine (a missing binary)."""
 
 
 def free_port():
@@ -149,7 +192,8 @@ class Run:
         self.workdir = workdir
         self.procs = {}
         self.deadline = time.monotonic() + self.spec["bound"]
-        self._lines = b""
+        self._lines = {}
+        self.command_port = None
 
     def spawn(self, role, argv, **kw):
         path = os.path.join(self.workdir, f"{self.name}-{self.target}-{role}.log")
@@ -173,12 +217,15 @@ class Run:
                                          "-h", "127.0.0.1",
                                          "-d", str(cloud_port)])
             wait_listening(port, relay, self.deadline)
-        elif self.target == "grott" or self.target in EXTRA_TACS:
+        elif self.target == "grott" or self.target in EXTRA_TARGETS:
             port = free_port()
             config = os.path.join(self.workdir, f"{self.name}-{self.target}.yaml")
+            text = GROTT_CONFIG.format(port=port, cloud=cloud_port, command="none")
+            if self.target in MQTT_TARGETS:
+                text = self.start_mqtt(port, cloud_port)
             with open(config, "w") as f:
-                f.write(GROTT_CONFIG.format(port=port, cloud=cloud_port))
-            if self.target == "grott":
+                f.write(text)
+            if self.target == "grott" or self.target in MQTT_TARGETS:
                 argv = ["grott", "--config", config]
             else:
                 argv = ["-y", os.path.join(HERE, EXTRA_TACS[self.target])]
@@ -197,11 +244,49 @@ class Run:
                                               - spec["duration"] - 12))]
         self.spawn("loadgen", argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
-    def event(self):
-        """The next JSON line of the load generator, within the time bound."""
-        proc = self.procs["loadgen"]
+    def start_mqtt(self, port, cloud_port):
+        """
+        The broker and the counting subscriber for a grott-mqtt target;
+        returns grott's configuration, with its admin socket on (the run
+        reads the output's counters from its `stats` after the window).
+        """
+        if MOSQUITTO is None:
+            raise BenchSkip(f"{self.target}: skipped, mosquitto is not installed "
+                            "(apt-get install mosquitto)")
+        self.deadline += MQTT_DRAIN_BOUND
+        broker_port = free_port()
+        path = os.path.join(self.workdir, f"{self.name}-{self.target}-mosquitto.conf")
+        with open(path, "w") as f:
+            f.write(MOSQUITTO_CONFIG.format(port=broker_port)
+                    + ("user root\n" if os.getuid() == 0 else ""))
+        broker = self.spawn("broker", [MOSQUITTO, "-c", path])
+        wait_listening(broker_port, broker, self.deadline)
+        self.spawn("subscriber", [sys.executable, os.path.join(HERE, "mqttcount.py"),
+                                  str(broker_port), MQTT_TOPIC],
+                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        if self.event("subscriber").get("event") != "subscribed":
+            raise BenchError(f"{self.name}/{self.target}: the subscriber did not subscribe")
+        self.command_port = free_port()
+        spool = os.path.join(self.workdir, f"spool-{self.name}-{self.target}")
+        shutil.rmtree(spool, ignore_errors=True)
+        return (GROTT_CONFIG.format(port=port, cloud=cloud_port,
+                                    command=f'"tcp:{self.command_port}:interface=127.0.0.1"')
+                + MQTT_CONFIG.format(broker=broker_port, extra=MQTT_TARGETS[self.target],
+                                     spool=spool))
+
+    def ask(self, role, line):
+        """Send C{line} to a child's standard input; its JSON answer."""
+        proc = self.procs[role]
+        proc.stdin.write(line)
+        proc.stdin.flush()
+        return self.event(role)
+
+    def event(self, role="loadgen"):
+        """The next JSON line of a child (the load generator), within the time bound."""
+        proc = self.procs[role]
         fd = proc.stdout.fileno()
-        while b"\n" not in self._lines:
+        lines = self._lines.get(role, b"")
+        while b"\n" not in lines:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise BenchError(f"{self.name}/{self.target}: time bound "
@@ -210,10 +295,10 @@ class Run:
             if ready:
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    raise BenchError(f"{self.name}/{self.target}: load generator exited "
+                    raise BenchError(f"{self.name}/{self.target}: {role} exited "
                                      f"({proc.wait()}); see its log in {self.workdir}")
-                self._lines += chunk
-        line, self._lines = self._lines.split(b"\n", 1)
+                lines += chunk
+        line, self._lines[role] = lines.split(b"\n", 1)
         return json.loads(line)
 
     def sample(self):
@@ -246,7 +331,69 @@ class Run:
                 profiler.wait()
         if result.get("event") != "result":
             raise BenchError(f"unexpected {result}")
-        return self.figures(connected, result, before, after)
+        out = self.figures(connected, result, before, after)
+        if self.target in MQTT_TARGETS:
+            out.update(self.mqtt_figures(result, before))
+        return out
+
+    def admin_stats(self):
+        """grott's `stats` report, from its admin socket, as lines."""
+        data = b""
+        with socket.create_connection(("127.0.0.1", self.command_port), 5) as s:
+            s.settimeout(5)
+            s.sendall(b"stats\n")
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return data.decode("latin-1").splitlines()
+
+    def mqtt_figures(self, result, before):
+        """
+        After the window: wait until grott handed everything queued to the
+        broker and had it acknowledged (the load generator has gone, so
+        nothing new arrives but the dataloggers' "offline"), then read what
+        the output got, published and dropped, and what the subscriber got.
+        """
+        started = time.monotonic()
+        while True:
+            stats = parse_mqtt_stats(self.admin_stats())
+            if stats is not None and stats["drained"]:
+                break
+            if time.monotonic() > self.deadline:
+                raise BenchError(f"{self.name}/{self.target}: the MQTT output did not drain "
+                                 f"within the time bound: {stats}")
+            time.sleep(0.25)
+        drained = self.sample()
+        drain_seconds = time.monotonic() - started
+        # The broker has acknowledged every message; wait for it to pass
+        # the last ones on to the subscriber.
+        last, steady = None, time.monotonic()
+        while True:
+            got = self.ask("subscriber", b"count\n")["messages"]
+            if got >= stats["published"] or time.monotonic() - steady > 2.0:
+                break
+            if got != last:
+                last, steady = got, time.monotonic()
+            time.sleep(0.1)
+        relay_cpu = drained[3]["relay"] - before[3]["relay"]
+        records = result["records_acked"]
+        return {
+            "mqtt_records": stats["records"],
+            "mqtt_published": stats["published"],
+            "mqtt_dropped": stats["dropped"],
+            "mqtt_failed": stats["failed"],
+            "mqtt_discovery_configs": stats["discovery_configs"],
+            "broker_received": got,
+            "mqtt_drain_seconds": round(drain_seconds, 2),
+            # The window's records including the MQTT work that was still
+            # queued when the window ended (and the dataloggers' goodbyes).
+            "cpu_ms_per_1000_incl_drain": round(relay_cpu * 1e6 / records, 1) if records
+            else None,
+            "broker_cpu_percent": round((drained[3].get("broker", 0) - before[3].get("broker", 0))
+                                        / (drained[0] - before[0]) * 100, 1),
+        }
 
     def start_profiler(self):
         """
@@ -310,12 +457,13 @@ class Run:
         return "".join(tails)
 
     def stop(self):
-        """Kill what this run started: load generator, relay, cloud."""
-        for role in ("loadgen", "relay", "cloud"):
+        """Kill what this run started: load generator, relay, broker, cloud."""
+        roles = ("loadgen", "relay", "subscriber", "broker", "cloud")
+        for role in roles:
             proc = self.procs.get(role)
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for role in ("loadgen", "relay", "cloud"):
+        for role in roles:
             proc = self.procs.get(role)
             if proc is None:
                 continue
@@ -330,6 +478,41 @@ class Run:
                 proc.stdout.close()
 
 
+_PLUGIN = re.compile(r"plugin mqtt: delivered=(\d+) failed=(\d+) dropped=(\d+) queued=(\d+)")
+_SPOOL = re.compile(r"spool mqtt: queued=(\d+) .*delivered=(\d+) retried=\d+ dropped=(\d+) "
+                    r"rejected=(\d+)")
+_OUTPUT = re.compile(r"mqtt: (?:not )?connected to \S+, (\d+) record\(s\) awaiting the broker, "
+                     r"(\d+) failed.* (\d+) discovery config")
+
+
+def parse_mqtt_stats(lines):
+    """
+    The MQTT output's counters from grott's `stats` report: records it got
+    (C{records}), acknowledged by the broker (C{published}), dropped from
+    its queue or its spool (C{dropped}), failed, and whether nothing is left
+    to send (C{drained}); None if the report has no MQTT output.
+    """
+    text = "\n".join(lines)
+    plugin, output = _PLUGIN.search(text), _OUTPUT.search(text)
+    if plugin is None or output is None:
+        return None
+    delivered, failed, dropped, queued = map(int, plugin.groups())
+    awaiting, output_failed, configs = map(int, output.groups())
+    spool = _SPOOL.search(text)
+    if spool is not None:
+        # The host hands records to the spool; the spool's loop to the broker.
+        spooled, published, spool_dropped, rejected = map(int, spool.groups())
+        left = queued + spooled + awaiting
+        dropped += spool_dropped + rejected
+    else:
+        # Without a spool a record counts as delivered once paho has it.
+        published = delivered - output_failed - awaiting
+        left = queued + awaiting
+    return {"records": delivered + failed + dropped + queued, "published": published,
+            "dropped": dropped, "failed": failed + output_failed, "discovery_configs": configs,
+            "drained": left == 0}
+
+
 def grott_decodes(workdir):
     """
     What grott, built from the benchmark's configuration, decodes: its
@@ -341,7 +524,8 @@ def grott_decodes(workdir):
 
     from grott.config import config_from_string
     from grott.service import makeService
-    config = config_from_string(GROTT_CONFIG.format(port=5279, cloud=5280), "bench")
+    config = config_from_string(GROTT_CONFIG.format(port=5279, cloud=5280, command="none"),
+                                "bench")
     top = makeService(config, MemoryReactor())
     factory = top.getServiceNamed("proxy").factory
     if factory.decode is None:
@@ -371,6 +555,9 @@ def ratios(runs):
                                                                  pf["cpu_ms_per_1000"])
             out[f"rss_per_connection_{name}_vs_portforward"] = ratio(
                 run["rss_kb_per_connection"], pf["rss_kb_per_connection"])
+            if "cpu_ms_per_1000_incl_drain" in run:
+                out[f"cpu_per_record_incl_drain_{name}_vs_portforward"] = ratio(
+                    run["cpu_ms_per_1000_incl_drain"], pf["cpu_ms_per_1000"])
         if run and direct:
             out[f"throughput_{name}_vs_direct"] = ratio(run["records_per_second"],
                                                         direct["records_per_second"])
@@ -395,12 +582,18 @@ def run_scenario(name, workdir, targets=TARGETS, profile=None, repeat=1):
     """
     rounds = {target: [] for target in targets}
     errors = {}
+    skipped = {}
     for _ in range(repeat):
         for target in targets:
+            if target in skipped:
+                continue
             run = Run(name, target, workdir, profile)
             try:
                 run.start()
                 rounds[target].append(run.measure())
+            except BenchSkip as e:
+                skipped[target] = str(e)
+                sys.stderr.write(f"{e}\n")
             except BenchError as e:
                 errors[target] = str(e) + run.log_tails()
             finally:
@@ -418,6 +611,11 @@ def run_scenario(name, workdir, targets=TARGETS, profile=None, repeat=1):
                 "p99_ms": [r["latency_ms"]["p99"] for r in results],
                 "cpu_ms_per_1000": [r.get("cpu_ms_per_1000") for r in results],
             }
+            if target in MQTT_TARGETS:
+                runs[target]["rounds"].update({
+                    key: [r[key] for r in results]
+                    for key in ("cpu_ms_per_1000_incl_drain", "mqtt_records", "mqtt_published",
+                                "mqtt_dropped", "broker_received")})
     spec = SCENARIOS[name]
     line = {
         "scenario": name,
@@ -434,6 +632,8 @@ def run_scenario(name, workdir, targets=TARGETS, profile=None, repeat=1):
     }
     if errors:
         line["errors"] = errors
+    if skipped:
+        line["skipped"] = skipped
     return line
 
 
