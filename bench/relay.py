@@ -383,6 +383,8 @@ class Run:
             "mqtt_records": stats["records"],
             "mqtt_published": stats["published"],
             "mqtt_dropped": stats["dropped"],
+            "mqtt_dropped_from_queue": stats["dropped_from_queue"],
+            "mqtt_dropped_from_spool": stats["dropped_from_spool"],
             "mqtt_failed": stats["failed"],
             "mqtt_discovery_configs": stats["discovery_configs"],
             "broker_received": got,
@@ -498,18 +500,21 @@ def parse_mqtt_stats(lines):
         return None
     delivered, failed, dropped, queued = map(int, plugin.groups())
     awaiting, output_failed, configs = map(int, output.groups())
+    records = delivered + failed + dropped + queued
     spool = _SPOOL.search(text)
+    spool_dropped = 0
     if spool is not None:
         # The host hands records to the spool; the spool's loop to the broker.
         spooled, published, spool_dropped, rejected = map(int, spool.groups())
         left = queued + spooled + awaiting
-        dropped += spool_dropped + rejected
+        spool_dropped += rejected
     else:
         # Without a spool a record counts as delivered once paho has it.
         published = delivered - output_failed - awaiting
         left = queued + awaiting
-    return {"records": delivered + failed + dropped + queued, "published": published,
-            "dropped": dropped, "failed": failed + output_failed, "discovery_configs": configs,
+    return {"records": records, "published": published, "dropped": dropped + spool_dropped,
+            "dropped_from_queue": dropped, "dropped_from_spool": spool_dropped,
+            "failed": failed + output_failed, "discovery_configs": configs,
             "drained": left == 0}
 
 

@@ -22,6 +22,7 @@ from zope.interface import Attribute, Interface
 
 __all__ = [
     "DeliveryFailed",
+    "IBatchPlugin",
     "IBlockingPlugin",
     "ICommandHook",
     "IConfigurablePlugin",
@@ -99,6 +100,22 @@ class IBlockingPlugin(IGrottPlugin):
     thread.  It must not touch Twisted APIs other than the C{log} it is
     given.  Declare it with C{@implementer(IBlockingPlugin)}.
     """
+
+
+class IBatchPlugin(IGrottPlugin):
+    """
+    A plugin that takes the records waiting in its queue in one call when
+    more than one is waiting: a spooled output commits them in one
+    transaction (one fsync) instead of one each.
+    """
+
+    def dataBatch(items, log):
+        """
+        Handle C{items}, a list of C{(packet, record)} in arrival order, as
+        C{data} would one by one: the same rules (never on the relay's call
+        stack, one call at a time, may return a Deferred), and the records
+        count as delivered, or failed, together.
+        """
 
 
 class IGrottPluginService(Interface):

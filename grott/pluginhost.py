@@ -27,7 +27,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from grott import pluginloader
-from grott.interfaces import DeliveryFailed, IGrottPlugin, IRecordSink, ISpoolSink
+from grott.interfaces import (
+    DeliveryFailed,
+    IBatchPlugin,
+    IGrottPlugin,
+    IRecordSink,
+    ISpoolSink,
+)
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
 from grott.spool import SpooledOutput
@@ -37,6 +43,8 @@ __all__ = ["PluginHost"]
 
 #: Records a plugin whose deliveries finish at once gets per reactor turn.
 RECORDS_PER_TURN = 50
+#: Most records handed to an L{IBatchPlugin} in one call.
+BATCH_RECORDS = 500
 
 
 class _Runner:
@@ -49,6 +57,7 @@ class _Runner:
         self.origin = loaded.origin
         self.plugin = loaded.plugin
         self.blocking = loaded.blocking
+        self.batches = not self.blocking and IBatchPlugin.providedBy(loaded.plugin)
         self.hooks = loaded.hooks
         self.reactor = reactor
         self.pool = pool
@@ -113,8 +122,15 @@ class _Runner:
         try:
             while self._turn > 0 and self.queue and self._current is None:
                 self._turn -= 1
-                packet, record = self.queue.popleft()
                 self._busy_since = self.reactor.seconds()
+                if self.batches and len(self.queue) > 1:
+                    items = [self.queue.popleft()
+                             for _ in range(min(BATCH_RECORDS, len(self.queue)))]
+                    d = defer.maybeDeferred(self.plugin.dataBatch, items, self.log)
+                    self._current = d
+                    d.addBoth(self._done, items[0][1], len(items))
+                    continue
+                packet, record = self.queue.popleft()
                 if self.blocking:
                     d = deferToThreadPool(self.reactor, self.pool, self.plugin.data, packet,
                                           record, self.log)
@@ -129,7 +145,7 @@ class _Runner:
     #: Records this turn may still take (L{_next}); 0 outside it.
     _turn = 0
 
-    def _done(self, result, record):
+    def _done(self, result, record, count=1):
         self._current = None
         if self._stalled:
             self._stalled = False
@@ -138,7 +154,7 @@ class _Runner:
                                seconds=self.reactor.seconds() - self._busy_since)
         self._busy_since = None
         if isinstance(result, Failure):
-            self.failed += 1
+            self.failed += count
             if result.check(DeliveryFailed):
                 pass  # the plugin has said why, in its own words
             elif result.check(defer.CancelledError) and self.state != "running":
@@ -153,7 +169,7 @@ class _Runner:
                     level=LogLevel.error, plugin=self.name,
                     serial=getattr(record, "datalogger_serial", None))
         else:
-            self.delivered += 1
+            self.delivered += count
         if self.queue and not self._turn:
             self._kick()
         if self.idle():

@@ -41,7 +41,7 @@ from twisted.internet.threads import deferToThreadPool
 from zope.interface import alsoProvides, implementer
 
 from grott.config import seconds
-from grott.interfaces import IGrottObserver, IGrottPlugin, IGrottPluginService
+from grott.interfaces import IBatchPlugin, IGrottObserver, IGrottPluginService
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
 from grott.threads import DaemonThreadPool
@@ -163,6 +163,21 @@ class Store:
             self.db.execute("INSERT INTO records (at, data) VALUES (?, ?)", (now, data))
             self.count += 1
             self.size += len(data) + ROW_OVERHEAD
+            dropped = self._bound(now)
+        return dropped, self._state()
+
+    def put_many(self, items, now):
+        """
+        Append several records in one transaction (one fsync), then apply
+        the bounds.
+
+        @return: C{({reason: records dropped}, state)}
+        """
+        with self._transaction():
+            self.db.executemany("INSERT INTO records (at, data) VALUES (?, ?)",
+                                [(now, data) for data in items])
+            self.count += len(items)
+            self.size += sum(len(data) for data in items) + len(items) * ROW_OVERHEAD
             dropped = self._bound(now)
         return dropped, self._state()
 
@@ -315,6 +330,9 @@ class Spool:
     def put(self, data, now):
         return self._call(self.store.put, data, now)
 
+    def put_many(self, items, now):
+        return self._call(self.store.put_many, items, now)
+
     def peek(self, limit, now):
         return self._call(self.store.peek, limit, now)
 
@@ -332,7 +350,7 @@ def _describe(failure_or_exception):
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-@implementer(IGrottPlugin, IGrottPluginService)
+@implementer(IBatchPlugin, IGrottPluginService)
 class SpooledOutput:
     """
     An L{grott.interfaces.ISpoolSink} behind a spool: the plugin the host
@@ -395,13 +413,27 @@ class SpooledOutput:
         d.addCallbacks(self._queued, self._not_written)
         return d
 
-    def _not_written(self, failure):
+    def dataBatch(self, items, log):
+        """
+        The records waiting in the plugin queue, committed to the spool in
+        one transaction: the same guarantee as L{data} for each (on disk
+        before it counts as queued) at one fsync for all of them.
+        """
+        encoded = [item for item in (self.sink.encode(record) for _, record in items)
+                   if item is not None]
+        if not encoded:
+            return None
+        d = self.spool.put_many(encoded, self.clock.seconds())
+        d.addCallbacks(self._queued, self._not_written, errbackArgs=(len(encoded),))
+        return d
+
+    def _not_written(self, failure, count=1):
         """
         The spool file could not take the record (disk full, read-only,
         removed): the record is lost, counted with the drops, and the
         problem logged once per burst rather than once per record.
         """
-        self.dropped += 1
+        self.dropped += count
         self.last_error = _describe(failure)
         key = "record(s) not written to the spool"
         if self._throttle.admit(key):
@@ -409,7 +441,7 @@ class SpooledOutput:
                            "record is lost", output=self.name, file=self.spool.path,
                            error=self.last_error)
         else:
-            self._held[key] += 1
+            self._held[key] += count
 
     def _queued(self, dropped):
         if dropped:

@@ -25,6 +25,24 @@ class EncodingTests(unittest.SynchronousTestCase):
                     ("homeassistant/sensor/x/config", b"\x00\xffbinary", 1, True)]
         self.assertEqual(decode_messages(encode_messages(messages)), messages)
 
+    def test_a_shared_payload_is_stored_once(self):
+        document = b'{"values":{"pv1_watt":1234.5}}' * 20
+        messages = [("energy/growatt", document, 1, False),
+                    ("energy/growatt/INV1", document, 1, True),
+                    ("energy/growatt/datalogger/DL1", b"online", 1, True),
+                    ("homeassistant/sensor/grott_inv1/x/config", b"", 1, True),
+                    ("energy/growatt/\u00e9", b"\xff", 0, False)]
+        data = encode_messages(messages)
+        self.assertEqual(data.count(document), 1)
+        self.assertEqual(decode_messages(data), messages)
+
+    def test_records_spooled_by_an_older_version_are_read(self):
+        # The first format: a JSON list of [topic, base64 payload, qos, retain].
+        older = (b'[["energy/growatt","eyJhIjoxfQ==",1,false],'
+                 b'["energy/growatt/INV1","eyJhIjoxfQ==",1,true]]')
+        self.assertEqual(decode_messages(older), [("energy/growatt", b'{"a":1}', 1, False),
+                                                  ("energy/growatt/INV1", b'{"a":1}', 1, True)])
+
 
 class SpooledMqttTests(unittest.TestCase):
 

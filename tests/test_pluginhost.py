@@ -12,9 +12,11 @@ from twisted.internet import defer, reactor
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from grott import logs
-from grott.pluginhost import PluginHost
+from grott.interfaces import IBatchPlugin
+from grott.pluginhost import BATCH_RECORDS, RECORDS_PER_TURN, PluginHost
 from tests.pluginhelpers import (
     Blocking,
     Coroutine,
@@ -26,6 +28,40 @@ from tests.pluginhelpers import (
     packet_and_record,
 )
 from tests.waiting import until
+
+
+@implementer(IBatchPlugin)
+class Batches:
+    """
+    Takes waiting records in one call; raises on every call once told to.
+    """
+
+    name = "batches"
+
+    def __init__(self):
+        self.calls = []
+        self.fail = False
+
+    def data(self, packet, record, log):
+        self.calls.append(("data", 1))
+        if self.fail:
+            raise ZeroDivisionError("plugin bug")
+
+    def dataBatch(self, items, log):
+        self.calls.append(("dataBatch", len(items)))
+        if self.fail:
+            raise ZeroDivisionError("plugin bug")
+
+
+class _TurnCountingClock(MemoryReactorClock):
+    """Counts the calls scheduled for the next reactor turn."""
+
+    turns = 0
+
+    def callLater(self, delay, f, *args, **kwargs):
+        if delay == 0:
+            self.turns += 1
+        return super().callLater(delay, f, *args, **kwargs)
 
 
 def _events(test):
@@ -220,6 +256,47 @@ class IsolationTests(unittest.SynchronousTestCase):
         self.assertEqual([r.values["seq"] for r in coro.got], [0, 1, 2])
         self.assertEqual({e["name"]: e["delivered"] for e in host.stats()},
                          {"slow": 3, "coro": 3, "fast": 3})
+
+    def test_records_that_finish_at_once_go_several_per_reactor_turn(self):
+        """
+        A synchronous plugin gets up to RECORDS_PER_TURN records per reactor
+        turn: one per turn was all an output got at full load, while the
+        relay's reads and writes filled the turns.
+        """
+        clock = _TurnCountingClock()
+        fast = Recorder()
+        host = _host(self, [fast], clock, queue_size=500)
+        host.startService()
+        count = RECORDS_PER_TURN * 2 + 7
+        turns = clock.turns
+        for packet, record in numbered(count):
+            host.deliver(packet, record)
+        clock.advance(0)
+        self.assertEqual(clock.turns - turns, 3)
+        self.assertEqual([r.values["seq"] for r in fast.got], list(range(count)))
+        self.assertEqual(_by_name(host)["fast"]["delivered"], count)
+
+    def test_a_batch_plugin_gets_what_waits_in_one_call(self):
+        clock = MemoryReactorClock()
+        batches = Batches()
+        host = _host(self, [batches], clock, queue_size=2000)
+        host.startService()
+        host.deliver(*packet_and_record())
+        clock.advance(0)
+        # One record waiting: the plain data() call.
+        self.assertEqual(batches.calls, [("data", 1)])
+        for packet, record in numbered(BATCH_RECORDS + 3):
+            host.deliver(packet, record)
+        clock.advance(0)
+        self.assertEqual(batches.calls[1:], [("dataBatch", BATCH_RECORDS), ("dataBatch", 3)])
+        batches.calls.clear()
+        batches.fail = True
+        for packet, record in numbered(3):
+            host.deliver(packet, record)
+        clock.advance(0)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        stats = _by_name(host)["batches"]
+        self.assertEqual((stats["delivered"], stats["failed"]), (BATCH_RECORDS + 4, 3))
 
     def test_stats_shape(self):
         host = _host(self, [Recorder()])

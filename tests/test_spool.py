@@ -167,6 +167,29 @@ class SpooledOutputTests(unittest.TestCase):
         self.assertIsNot(threads[0], threading.main_thread())
         self.assertTrue(threads[0].daemon)
 
+    async def test_records_waiting_together_are_committed_together(self):
+        out = await self.started(self.output(Sink(auto=False)))
+        calls = []
+        put_many = out.spool.store.put_many
+
+        def watched(items, now):
+            calls.append(list(items))
+            return put_many(items, now)
+        out.spool.store.put_many = watched
+        records = _records(4)
+        skipped = dataclasses.replace(records[2][1],
+                                      values=types.MappingProxyType({"skip": 1}))
+        await out.dataBatch([records[0], records[1], (records[2][0], skipped), records[3]],
+                            None)
+        # One transaction for the three the sink wants, on disk before it fired.
+        self.assertEqual(calls, [[b"0", b"1", b"3"]])
+        other = sqlite3.connect(out.spool.path)
+        self.addCleanup(other.close)
+        self.assertEqual(other.execute("SELECT data FROM records ORDER BY id").fetchall(),
+                         [(b"0",), (b"1",), (b"3",)])
+        self.assertEqual(out.spool_stats()["queued"], 3)
+        self.assertIsNone(out.dataBatch([(records[2][0], skipped)], None))
+
     async def test_in_order_in_batches_removed_once_confirmed(self):
         sink = Sink(batch_size=3, auto=False)
         out = await self.started(self.output(sink))

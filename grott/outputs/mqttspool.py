@@ -19,6 +19,7 @@ between the broker's receipt and its acknowledgement.
 
 import base64
 import json
+import struct
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -34,21 +35,60 @@ from grott.outputs.mqtt import MqttOutput
 __all__ = ["MqttSink", "MqttSpoolFactory", "decode_messages", "encode_messages", "factory"]
 
 #: Records handed to the client at once (paho keeps its own in-flight limit).
-BATCH_SIZE = 100
+BATCH_SIZE = 500
+
+
+#: First byte of the spool format below (the older JSON one starts with "[").
+_FORMAT = b"\x01"
+_COUNT = struct.Struct("!H")
+_PAYLOAD = struct.Struct("!I")
+_MESSAGE = struct.Struct("!HBBH")
 
 
 def encode_messages(messages):
     """
     (topic, payload bytes, qos, retain) tuples as bytes for the spool.
+
+    Binary, each payload stored once: a record's document goes to the
+    shared topic and to its device's live topic, and base64 in JSON (the
+    first format, still read) made the spool write it twice, a third
+    larger each time.
     """
-    return json.dumps([[topic, base64.b64encode(payload).decode("ascii"), qos, retain]
-                       for topic, payload, qos, retain in messages],
-                      separators=(",", ":")).encode("ascii")
+    payloads, index, parts = [], {}, []
+    for topic, payload, qos, retain in messages:
+        at = index.get(payload)
+        if at is None:
+            at = index[payload] = len(payloads)
+            payloads.append(payload)
+        name = topic.encode("utf-8")
+        parts.append(_MESSAGE.pack(len(name), qos, bool(retain), at) + name)
+    out = [_FORMAT, _COUNT.pack(len(payloads))]
+    for payload in payloads:
+        out += (_PAYLOAD.pack(len(payload)), payload)
+    out.append(_COUNT.pack(len(parts)))
+    return b"".join(out + parts)
 
 
 def decode_messages(data):
-    return [(topic, base64.b64decode(payload), qos, retain)
-            for topic, payload, qos, retain in json.loads(data)]
+    if data[:1] != _FORMAT:
+        return [(topic, base64.b64decode(payload), qos, retain)
+                for topic, payload, qos, retain in json.loads(data)]
+    view = memoryview(data)
+    (count,), at = _COUNT.unpack_from(view, 1), 1 + _COUNT.size
+    payloads = []
+    for _ in range(count):
+        (length,), at = _PAYLOAD.unpack_from(view, at), at + _PAYLOAD.size
+        payloads.append(bytes(view[at:at + length]))
+        at += length
+    (count,), at = _COUNT.unpack_from(view, at), at + _COUNT.size
+    messages = []
+    for _ in range(count):
+        length, qos, retain, which = _MESSAGE.unpack_from(view, at)
+        at += _MESSAGE.size
+        messages.append((str(view[at:at + length], "utf-8"), payloads[which], qos,
+                         bool(retain)))
+        at += length
+    return messages
 
 
 @implementer(ISpoolSink, IGrottPluginService, IGrottObserver)
