@@ -18,6 +18,7 @@ were not delivered.
 
 import collections
 import threading
+import time
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -41,8 +42,10 @@ from grott.threads import DaemonThreadPool
 
 __all__ = ["PluginHost"]
 
-#: Records a plugin whose deliveries finish at once gets per reactor turn.
+#: Records a plugin whose deliveries finish at once gets per reactor turn...
 RECORDS_PER_TURN = 50
+#: ...and seconds of the turn it may use for them (the relay waits meanwhile).
+SECONDS_PER_TURN = 0.004
 #: Most records handed to an L{IBatchPlugin} in one call.
 BATCH_RECORDS = 500
 
@@ -52,7 +55,8 @@ class _Runner:
     One plugin's queue and delivery loop.
     """
 
-    def __init__(self, loaded, reactor, pool, queue_size, host_log, throttle):
+    def __init__(self, loaded, reactor, pool, queue_size, host_log, throttle,
+                 timer=time.perf_counter):
         self.name = loaded.name
         self.origin = loaded.origin
         self.plugin = loaded.plugin
@@ -61,6 +65,7 @@ class _Runner:
         self.hooks = loaded.hooks
         self.reactor = reactor
         self.pool = pool
+        self.timer = timer
         self.limit = queue_size
         self.host_log = host_log
         #: The host's L{LogThrottle}: keys are (kind, plugin name).
@@ -117,10 +122,14 @@ class _Runner:
         # on and return) are taken several per reactor turn, not one: at
         # full load a turn also carries the relay's many reads and writes,
         # and one record per turn is what the output could then keep up
-        # with.  Bounded, so the relay still gets its turns.
+        # with.  Bounded in records and in time (a record that brings a new
+        # device's discovery messages takes milliseconds), so the relay
+        # still gets its turns soon.
         self._turn = RECORDS_PER_TURN
+        until = self.timer() + SECONDS_PER_TURN
         try:
-            while self._turn > 0 and self.queue and self._current is None:
+            while (self._turn > 0 and self.queue and self._current is None
+                   and (self._turn == RECORDS_PER_TURN or self.timer() < until)):
                 self._turn -= 1
                 self._busy_since = self.reactor.seconds()
                 if self.batches and len(self.queue) > 1:
@@ -329,12 +338,14 @@ class PluginHost(service.Service):
 
     log = Logger()
 
-    def __init__(self, config, reactor, package=None, plugins=None):
+    def __init__(self, config, reactor, package=None, plugins=None, timer=time.perf_counter):
         """
         @param package: where installed plugins are looked up
             (C{grott.plugins} by default).
         @param plugins: plugin objects to run instead of discovering any
             (tests, embedding).
+        @param timer: seconds, for the share of a reactor turn the plugins
+            take (L{SECONDS_PER_TURN}).
         @raise grott.config.ConfigError: for unknown plugin names in
             C{plugins.enabled}; broken plugins are logged and skipped.
         """
@@ -355,7 +366,7 @@ class PluginHost(service.Service):
         self.pool = DaemonThreadPool(minthreads=0, maxthreads=max(1, blocking),
                                       name="grott-plugins")
         self.runners = [_Runner(item, reactor, self.pool, config.plugins.queue_size, self.log,
-                                self.throttle) for item in loaded]
+                                self.throttle, timer) for item in loaded]
         for runner in self.runners:
             self.log.info("plugin {plugin} enabled ({origin}{thread})", plugin=runner.name,
                           origin=runner.origin,

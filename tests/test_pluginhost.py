@@ -16,7 +16,12 @@ from zope.interface import implementer
 
 from grott import logs
 from grott.interfaces import IBatchPlugin
-from grott.pluginhost import BATCH_RECORDS, RECORDS_PER_TURN, PluginHost
+from grott.pluginhost import (
+    BATCH_RECORDS,
+    RECORDS_PER_TURN,
+    SECONDS_PER_TURN,
+    PluginHost,
+)
 from tests.pluginhelpers import (
     Blocking,
     Coroutine,
@@ -68,11 +73,14 @@ def _events(test):
     return EventLoggingObserver.createWithCleanup(test, logs.publisher)
 
 
-def _host(test, plugins, clock=None, **settings):
+def _host(test, plugins, clock=None, timer=lambda: 0.0, **settings):
+    """
+    A host whose turns are bounded by records only, unless C{timer} moves.
+    """
     settings.setdefault("stop_timeout", 5)
     config = make_config(test.mktemp(), **settings)
     return PluginHost(config, clock if clock is not None else MemoryReactorClock(),
-                      plugins=plugins)
+                      plugins=plugins, timer=timer)
 
 
 def _by_name(host):
@@ -275,6 +283,31 @@ class IsolationTests(unittest.SynchronousTestCase):
         self.assertEqual(clock.turns - turns, 3)
         self.assertEqual([r.values["seq"] for r in fast.got], list(range(count)))
         self.assertEqual(_by_name(host)["fast"]["delivered"], count)
+
+    def test_a_turn_is_bounded_in_time_too(self):
+        """
+        Records that take long (a new device's discovery messages) end the
+        turn once SECONDS_PER_TURN has passed: the relay waits no longer.
+        """
+        clock = _TurnCountingClock()
+        now = [0.0]
+        fast = Recorder()
+        original = fast.data
+
+        def slow(packet, record, log):
+            now[0] += SECONDS_PER_TURN / 2.5
+            original(packet, record, log)
+        fast.data = slow
+        host = _host(self, [fast], clock, timer=lambda: now[0])
+        host.startService()
+        for packet, record in numbered(9):
+            host.deliver(packet, record)
+        turns = clock.turns
+        clock.advance(0)
+        # Three records per turn: the third starts before the budget is spent.
+        self.assertEqual(clock.turns - turns, 2)
+        self.assertEqual([r.values["seq"] for r in fast.got], list(range(9)))
+        self.assertEqual(_by_name(host)["fast"]["delivered"], 9)
 
     def test_a_batch_plugin_gets_what_waits_in_one_call(self):
         clock = MemoryReactorClock()
