@@ -205,7 +205,16 @@ class _Runner:
             return defer.succeed(None)
         d = self._hook("startService")
         d.addCallbacks(self._started, self._start_failed)
+        self._starting = d
+        d.addBoth(self._start_hook_done)
         return d
+
+    #: The start hook's Deferred while it runs (L{stop} waits for it).
+    _starting = None
+
+    def _start_hook_done(self, result):
+        self._starting = None
+        return result
 
     def _started(self, _):
         if self.state == "starting":
@@ -277,7 +286,24 @@ class _Runner:
         Run the plugin's stop hook (if any).
         """
         started = self.state in ("running", "stopping")
+        starting = self.state == "starting" and self._starting is not None
         self.state = "stopped"
+        if starting:
+            # Stopped while its start hook still runs (a spool opening its
+            # file): stop it once started, not never (it would start after
+            # grott stopped and keep its connections and timers).
+            d = defer.Deferred()
+
+            def then(_):
+                if self.state == "broken":
+                    stop = defer.succeed(None)  # it did not start: nothing to stop
+                else:
+                    # Even when the host's deadline passed meanwhile.
+                    stop = self._hook("stopService")
+                    stop.addErrback(self._stop_failed)
+                stop.addCallback(lambda result: None if d.called else d.callback(result))
+            self._starting.addBoth(then)
+            return d
         if not (self.hooks and started):
             return defer.succeed(None)
         if self.blocking and self.busy():

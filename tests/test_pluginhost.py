@@ -374,6 +374,40 @@ class IsolationTests(unittest.SynchronousTestCase):
         self.assertEqual(_by_name(host)["broken"]["state"], "broken")
         self.assertEqual(_by_name(host)["broken"]["dropped"], 1)
 
+    def test_stopped_while_starting_it_is_stopped_once_started(self):
+        """
+        A start hook still running when grott stops (a spool opening its
+        file): the stop hook runs once it has finished, not never, so the
+        plugin does not start after grott stopped.
+        """
+        from zope.interface import directlyProvides
+
+        from grott.interfaces import IGrottPlugin, IGrottPluginService
+
+        class Starting(Recorder):
+            def __init__(self):
+                Recorder.__init__(self, "starting")
+                self.started = defer.Deferred()
+                self.hooks = []
+
+            def startService(self):
+                self.hooks.append("start")
+                return self.started
+
+            def stopService(self):
+                self.hooks.append("stop")
+        plugin = Starting()
+        directlyProvides(plugin, IGrottPlugin, IGrottPluginService)
+        host = _host(self, [plugin], MemoryReactorClock())
+        host.startService()
+        stopped = host.stopService()
+        self.assertEqual(plugin.hooks, ["start"])
+        self.assertNoResult(stopped)
+        plugin.started.callback(None)
+        self.assertEqual(plugin.hooks, ["start", "stop"])
+        self.successResultOf(stopped)
+        self.assertEqual(_by_name(host)["starting"]["state"], "stopped")
+
     def test_deliver_never_raises(self):
         host = _host(self, [Recorder()])
         host.runners[0].offer = None  # a bug in the host itself

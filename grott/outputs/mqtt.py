@@ -20,11 +20,19 @@ wait while more than L{WINDOW} records are unacknowledged, or while the
 broker is away.  L{MqttOutput.publish} is the seam for a spool: it fires
 once the broker has acknowledged every message of one record.
 
-The client is paho-mqtt (Eclipse), run the way it is designed to run: its
-own network thread (C{loop_start}) owns the socket, the keepalive, TLS and
-reconnection with backoff.  Everything else happens on the reactor thread:
-paho's callbacks only hop over with C{reactor.callFromThread}, and
-C{publish} (thread-safe in paho) is called from the reactor.
+The client is paho-mqtt (Eclipse), driven by the reactor through paho's
+external event loop interface: the reactor watches paho's socket and calls
+C{loop_read} / C{loop_write} when it is ready, a L{task.LoopingCall} runs
+C{loop_misc} (the keepalive) every second, and only the blocking part of a
+connection attempt (TCP connect and TLS handshake, C{reconnect}) runs in a
+short-lived thread; this output reconnects with backoff itself
+(C{reconnect_min} doubling up to C{reconnect_max}).  paho's own network
+thread (C{loop_start}) is not used: sharing the GIL with the relay, it got
+the GIL back only after the reactor thread's next release, for each of its
+system calls, so at load the acknowledgements, not the broker, set the
+pace, and every release of the GIL by the reactor thread became a wait of
+up to a switch interval (5 ms) for the relay.  paho's callbacks still hop
+to the reactor with C{reactor.callFromThread}, wherever they run.
 
 A record's delivery (the Deferred C{data} returns) fires when the broker
 has it: PUBACK for QoS 1, PUBCOMP for QoS 2, written to the socket for QoS
@@ -39,6 +47,7 @@ import threading
 
 from paho.mqtt import client as paho
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
 from zope.interface import implementer
 
 from grott.interfaces import (
@@ -98,8 +107,10 @@ def record_payload(record):
     }
 
 
-#: Bytes paho's network thread takes from the socket per read (L{_Client}).
+#: Bytes the client takes from its socket per read (L{_Client}).
 _READ_AHEAD = 65536
+#: Seconds between paho's C{loop_misc} calls (keepalive pings, their timeout).
+_MISC_INTERVAL = 1.0
 
 
 class _Client(paho.Client):
@@ -108,12 +119,10 @@ class _Client(paho.Client):
 
     paho asks for an incoming packet a byte or two at a time (its type, each
     byte of its length, then the rest), so every 4-byte acknowledgement of a
-    QoS 1 message cost three or four C{recv} calls in the network thread,
-    each of which gives up the GIL the reactor thread is using and waits to
-    get it back: under load the acknowledgements, not the broker, set the
-    pace.  Here C{_sock_recv} serves paho's small reads from one large read,
-    and C{loop_read} keeps going until that buffer is used up (data in it is
-    invisible to the C{select} paho waits in).  Nothing else changes.
+    QoS 1 message cost three or four C{recv} system calls.  Here
+    C{_sock_recv} serves paho's small reads from one large read, and
+    C{loop_read} keeps going until that buffer is used up (data in it is
+    invisible to the reactor's poller).  Nothing else changes.
     """
 
     _buffer = b""
@@ -140,6 +149,41 @@ class _Client(paho.Client):
         # What was read ahead belongs to the connection being closed.
         self._buffer, self._at = b"", 0
         super()._sock_close()
+
+
+@implementer(IReadDescriptor, IWriteDescriptor)
+class _PahoSocket:
+    """
+    paho's socket as the reactor sees it: readable calls C{loop_read},
+    writable C{loop_write}.  paho closes the socket itself; the output
+    removes this from the reactor first (paho's C{on_socket_close}).
+    """
+
+    def __init__(self, client, sock):
+        self.client = client
+        self.sock = sock
+        # Kept: a closed socket's fileno() is -1, and the reactor looks it up.
+        self.fd = sock.fileno()
+
+    def fileno(self):
+        return self.fd
+
+    def logPrefix(self):
+        return "mqtt"
+
+    def doRead(self):
+        client = self.client
+        client.loop_read()
+        # TLS may hold decrypted bytes the poller cannot see.
+        pending = getattr(self.sock, "pending", None)
+        while pending is not None and client.socket() is self.sock and pending():
+            client.loop_read()
+
+    def doWrite(self):
+        self.client.loop_write()
+
+    def connectionLost(self, reason):
+        pass
 
 
 def make_client(settings, availability_topic):
@@ -344,6 +388,18 @@ class MqttOutput:
         self.client.on_disconnect = self._thread_on_disconnect
         self.client.on_publish = self._thread_on_publish
         self.client.on_message = self._thread_on_message
+        self.client.on_socket_open = self._thread_on_socket_open
+        self.client.on_socket_close = self._thread_on_socket_close
+        self.client.on_socket_register_write = self._thread_on_socket_register_write
+        self.client.on_socket_unregister_write = self._thread_on_socket_unregister_write
+        self._socket = None
+        self._reactor_thread = None
+        #: the connection attempt running in its thread, or None
+        self._connecting = None
+        #: the next connection attempt, or None
+        self._retry = None
+        self._delay = settings.reconnect_min
+        self._misc_loop = None
         self.discovery = hass.Discovery(settings.discovery_prefix, self.topics,
                                         self.availability_topic, settings.discovery_all) \
             if settings.discovery else None
@@ -385,6 +441,93 @@ class MqttOutput:
     def _thread_on_connect_fail(self, client, userdata):
         self.reactor.callFromThread(self._on_connect_fail)
 
+    # -- paho's socket in the reactor (its callbacks run in the connecting
+    # thread or on the reactor thread)
+
+    def _on_reactor(self, f, *args):
+        """
+        Now if on the reactor thread (paho closes the socket right after
+        C{on_socket_close} returns: the reactor must let go of it first),
+        else hop there.
+        """
+        if threading.get_ident() == self._reactor_thread:
+            f(*args)
+        else:
+            self.reactor.callFromThread(f, *args)
+
+    def _thread_on_socket_open(self, client, userdata, sock):
+        self._on_reactor(self._socket_opened, sock)
+
+    def _thread_on_socket_close(self, client, userdata, sock):
+        self._on_reactor(self._socket_closed, sock)
+
+    def _thread_on_socket_register_write(self, client, userdata, sock):
+        self._on_reactor(self._socket_writing, sock, True)
+
+    def _thread_on_socket_unregister_write(self, client, userdata, sock):
+        self._on_reactor(self._socket_writing, sock, False)
+
+    def _socket_opened(self, sock):
+        if self._stopping:
+            sock.close()  # an attempt that finished after stopService
+            return
+        if self._socket is not None:
+            self._socket_closed(self._socket.sock)
+        self._socket = _PahoSocket(self.client, sock)
+        self.reactor.addReader(self._socket)
+
+    def _socket_closed(self, sock):
+        watched = self._socket
+        if watched is None or watched.sock is not sock:
+            return
+        self._socket = None
+        self.reactor.removeReader(watched)
+        self.reactor.removeWriter(watched)
+
+    def _socket_writing(self, sock, wanted):
+        watched = self._socket
+        if watched is None or watched.sock is not sock:
+            return
+        if wanted:
+            self.reactor.addWriter(watched)
+        else:
+            self.reactor.removeWriter(watched)
+
+    # -- connecting, with backoff
+
+    def _connect(self):
+        """
+        One connection attempt: paho's C{reconnect} (blocking TCP connect
+        and TLS handshake) in a thread; the CONNACK arrives through the
+        reactor (C{on_connect}).
+        """
+        self._retry = None
+        if self._stopping or self._connecting is not None:
+            return
+        attempt = self._connecting = _in_thread(self.reactor, self.client.reconnect)
+        attempt.addCallbacks(self._connect_sent, self._connect_failed)
+
+    def _connect_sent(self, result):
+        self._connecting = None
+
+    def _connect_failed(self, failure):
+        self._connecting = None
+        if self._stopping:
+            return
+        self._on_connect_fail()
+        self._reconnect_later()
+
+    def _reconnect_later(self):
+        if self._stopping or self._retry is not None or self._connecting is not None:
+            return
+        delay, settings = self._delay, self.settings
+        self._delay = min(delay * 2, max(settings.reconnect_min, settings.reconnect_max))
+        self._retry = self.reactor.callLater(delay, self._connect)
+
+    def _misc(self):
+        if self.client.socket() is not None:
+            self.client.loop_misc()
+
     def _thread_on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.reactor.callFromThread(self._on_disconnect, str(reason_code))
 
@@ -416,6 +559,7 @@ class MqttOutput:
                          reason=reason)
             return
         self.connected = True
+        self._delay = self.settings.reconnect_min
         if self._trouble is not None:
             self.log.info("MQTT: connected to {broker} again; sending queued records",
                           broker=self.broker)
@@ -455,6 +599,7 @@ class MqttOutput:
             if qos == 0:
                 del self._pending[mid]
                 d.callback(False)
+        self._reconnect_later()
 
     _disconnected = None
 
@@ -880,9 +1025,14 @@ class MqttOutput:
         self.log.info("MQTT: connecting to {broker}{auth}{tls}", broker=self.broker,
                       auth=f" as {self.settings.username}" if self.settings.username else "",
                       tls=" over TLS" if self.settings.tls else "")
+        self._reactor_thread = threading.get_ident()
+        self._delay = self.settings.reconnect_min
         self.client.connect_async(self.settings.host, self.settings.port,
                                   self.settings.keepalive)
-        self.client.loop_start()
+        self._connect()
+        self._misc_loop = task.LoopingCall(self._misc)
+        self._misc_loop.clock = self.reactor
+        self._misc_loop.start(_MISC_INTERVAL, now=False)
         if self.discovery is not None:
             self._status_loop = task.LoopingCall(self._publish_status)
             self._status_loop.clock = self.reactor
@@ -892,6 +1042,24 @@ class MqttOutput:
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self):
+        try:
+            await self._goodbye()
+        finally:
+            # Also when the plugin host's deadline cancelled the goodbye.
+            self._stopping = True
+            if self._retry is not None and self._retry.active():
+                self._retry.cancel()
+            self._retry = None
+            if self._misc_loop is not None and self._misc_loop.running:
+                self._misc_loop.stop()
+            if self._socket is not None and self._connecting is None:
+                # Connected (TCP) but never said goodbye: let go of it.
+                sock = self._socket.sock
+                self._socket_closed(sock)
+                sock.close()
+            self.connected = False
+
+    async def _goodbye(self):
         if self._status_loop is not None and self._status_loop.running:
             self._status_loop.stop()
         self._throttle.stop()
@@ -932,14 +1100,18 @@ class MqttOutput:
             except defer.TimeoutError:
                 pass
             self._disconnected = None
-        else:
-            self.client.disconnect()
-        # loop_stop joins paho's thread, which may sit in a connect attempt
-        # for a few seconds: join it off the reactor thread.
-        await _in_thread(self.reactor, self.client.loop_stop)
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._connecting is not None:
+            # A connection attempt may sit in its thread for a few seconds
+            # (waited on through a Deferred of our own: cancelling this
+            # must not fire the attempt's Deferred before its thread does).
+            finished = defer.Deferred()
+            self._connecting.addBoth(lambda _: finished.called or finished.callback(None))
+            await finished
         for d, _ in list(self._pending.values()):
             d.cancel()
-        self.connected = False
         self.log.info("MQTT: disconnected from {broker}", broker=self.broker)
 
 
