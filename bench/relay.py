@@ -184,10 +184,13 @@ class Run:
     One scenario against one target: start, measure, kill.
     """
 
-    def __init__(self, scenario, target, workdir, profile=None):
+    def __init__(self, scenario, target, workdir, profile=None, warmup=None):
         self.profile = profile if target != "direct" else None
         self.name = scenario
-        self.spec = SCENARIOS[scenario]
+        self.spec = dict(SCENARIOS[scenario])
+        if warmup is not None:
+            self.spec["bound"] += max(0.0, warmup - self.spec["warmup"])
+            self.spec["warmup"] = warmup
         self.target = target
         self.workdir = workdir
         self.procs = {}
@@ -317,6 +320,9 @@ class Run:
         ready = self.event()
         if ready.get("event") != "ready":
             raise BenchError(f"unexpected {ready}")
+        self.window_stats = None
+        if self.target in MQTT_TARGETS:
+            self.window_stats = parse_mqtt_stats(self.admin_stats())
         before = self.sample()
         self.procs["loadgen"].stdin.write(b"go\n")
         self.procs["loadgen"].stdin.flush()
@@ -385,6 +391,9 @@ class Run:
             "mqtt_dropped": stats["dropped"],
             "mqtt_dropped_from_queue": stats["dropped_from_queue"],
             "mqtt_dropped_from_spool": stats["dropped_from_spool"],
+            # From the window's start on (the warm-up is where a new device's
+            # discovery messages go out).
+            "mqtt_dropped_since_window": stats["dropped"] - self.window_stats["dropped"],
             "mqtt_failed": stats["failed"],
             "mqtt_discovery_configs": stats["discovery_configs"],
             "broker_received": got,
@@ -579,7 +588,7 @@ def ratios(runs):
     return out
 
 
-def run_scenario(name, workdir, targets=TARGETS, profile=None, repeat=1):
+def run_scenario(name, workdir, targets=TARGETS, profile=None, repeat=1, warmup=None):
     """
     Run C{name} against each target, C{repeat} rounds interleaved; each
     target's figures are those of its median round by throughput (other
@@ -592,7 +601,7 @@ def run_scenario(name, workdir, targets=TARGETS, profile=None, repeat=1):
         for target in targets:
             if target in skipped:
                 continue
-            run = Run(name, target, workdir, profile)
+            run = Run(name, target, workdir, profile, warmup)
             try:
                 run.start()
                 rounds[target].append(run.measure())
@@ -620,7 +629,8 @@ def run_scenario(name, workdir, targets=TARGETS, profile=None, repeat=1):
                 runs[target]["rounds"].update({
                     key: [r[key] for r in results]
                     for key in ("cpu_ms_per_1000_incl_drain", "mqtt_records", "mqtt_published",
-                                "mqtt_dropped", "broker_received")})
+                                "mqtt_dropped", "mqtt_dropped_since_window",
+                                "broker_received")})
     spec = SCENARIOS[name]
     line = {
         "scenario": name,
@@ -630,6 +640,7 @@ def run_scenario(name, workdir, targets=TARGETS, profile=None, repeat=1):
                     if spec["mode"] == "rate" else
                     f"{spec['count']} x next record as soon as the ack is back"),
         "window_seconds": spec["duration"],
+        "warmup_seconds": spec["warmup"] if warmup is None else warmup,
         "rounds": repeat,
         "grott_decodes": _decodes(workdir),
         **{target: runs.get(target) for target in targets},
@@ -660,6 +671,10 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds per target, interleaved; the median round is reported "
                              "(each round adds the scenario's time again)")
+    parser.add_argument("--warmup", type=float, metavar="SECONDS",
+                        help="seconds of traffic before the window (instead of the "
+                             "scenario's): with grott-mqtt, time for every device's "
+                             "discovery messages to go out first")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="py-spy the relays during each window: PREFIX-SCENARIO-TARGET.txt "
                              "(collapsed stacks; slows grott, do not quote its figures)")
@@ -680,7 +695,8 @@ def main(argv=None):
         place = tempfile.TemporaryDirectory(prefix="grott-bench-")
     with place as workdir:
         for name in names:
-            line = run_scenario(name, workdir, targets, options.profile, options.repeat)
+            line = run_scenario(name, workdir, targets, options.profile, options.repeat,
+                                options.warmup)
             sys.stdout.write(json.dumps(line) + "\n")
             sys.stdout.flush()
             lines.append(line)

@@ -433,7 +433,7 @@ class MqttOutput:
         #: topic filter -> qos, renewed on every connect (see subscribe)
         self._subscriptions = {}
 
-    # -- paho's thread: hop to the reactor, nothing else
+    # -- paho's callbacks: hop to the reactor (they may run in a connecting thread)
 
     def _thread_on_connect(self, client, userdata, flags, reason_code, properties):
         self.reactor.callFromThread(self._on_connect, reason_code.is_failure, str(reason_code))
@@ -539,7 +539,11 @@ class MqttOutput:
         self._acks.append((mid, failed, str(reason_code) if failed else ""))
         if not self._acks_scheduled:
             self._acks_scheduled = True
-            self.reactor.callFromThread(self._drain_acks)
+            if threading.get_ident() == self._reactor_thread:
+                # paho runs on the reactor: the next turn, without waking it.
+                self.reactor.callLater(0, self._drain_acks)
+            else:
+                self.reactor.callFromThread(self._drain_acks)
 
     def _drain_acks(self):
         self._acks_scheduled = False
