@@ -6,6 +6,7 @@ loopback port), plus the pure payload and discovery builders.
 import dataclasses
 import json
 import re
+import threading
 import types
 
 from twisted.internet import defer, reactor
@@ -37,6 +38,38 @@ class PayloadTests(unittest.SynchronousTestCase):
         self.assertIs(payload["buffered"], False)
         self.assertEqual(payload["values"], dict(record.values))
         self.assertEqual(payload["record_type"], 4)
+
+
+class ReadAheadTests(unittest.SynchronousTestCase):
+
+    def test_small_reads_come_from_one_large_one(self):
+        """
+        paho reads a packet a byte or two at a time; the client takes
+        everything waiting in one read and serves those from it.
+        """
+        import socket
+
+        from paho.mqtt import client as paho
+
+        from grott.outputs.mqtt import _Client
+        mine, broker = socket.socketpair()
+        self.addCleanup(broker.close)
+        mine.setblocking(False)
+        client = _Client(paho.CallbackAPIVersion.VERSION2)
+        client._sock = mine
+        acks = b"\x40\x02\x00\x01" b"\x40\x02\x00\x02" b"\x40\x02\x00\x03"
+        broker.sendall(acks)
+        self.assertEqual(client._sock_recv(1), b"\x40")
+        # Everything is out of the socket already.
+        self.assertRaises(BlockingIOError, mine.recv, 1)
+        got = [client._sock_recv(1), client._sock_recv(2)]
+        got += [client._sock_recv(n) for n in (1, 1, 2, 1, 1, 5)]
+        self.assertEqual(b"\x40" + b"".join(got), acks)
+        self.assertRaises(BlockingIOError, client._sock_recv, 1)
+        broker.sendall(b"\xd0\x00")
+        self.assertEqual(client._sock_recv(1), b"\xd0")
+        client._sock_close()  # what was read ahead goes with the connection
+        self.assertEqual(client._buffer, b"")
 
 
 class BrokerTestCase(unittest.TestCase):
@@ -109,6 +142,35 @@ class PublishTests(BrokerTestCase):
 
     def test_records_arrive(self):
         return defer.Deferred.fromCoroutine(self._records_arrive())
+
+    async def test_the_reactor_drives_the_client(self):
+        """
+        No paho network thread: the reactor watches the client's socket
+        (and lets go of it on stop); the acknowledgements come back through
+        it, several read at once.
+        """
+        subscriber = self.subscribe(["energy/#"])
+        await subscriber.subscribed
+        host = self.host(client_id="grott-under-test")
+        self.start(host)
+        output = host.runners[0].plugin
+        await until(reactor, lambda: output.connected, "the connection")
+        watched = output._socket
+        self.assertIn(watched, reactor.getReaders())
+        # (paho names its network thread after the client id.)
+        self.assertEqual([t.name for t in threading.enumerate()
+                          if t.name.endswith("grott-under-test")], [])
+        pairs = [packet_and_record(v) for v in DATA_VECTORS] * 20
+        for packet, record in pairs:
+            host.deliver(packet, record)
+        await until(reactor, lambda: output.outstanding == 0
+                    and host.stats()[0]["delivered"] == len(pairs), "every acknowledgement")
+        await subscriber.wait_for(_count("energy/growatt", len(pairs) + 1))
+        self.assertEqual(len(subscriber.on("energy/growatt")), len(pairs))
+        await host.stopService()
+        self.assertNotIn(watched, reactor.getReaders())
+        self.assertNotIn(watched, reactor.getWriters())
+        self.assertIsNone(output.client.socket())
 
     async def _serial_topic_retain(self):
         host = self.host(topic="solar/inverters", serial_in_topic=True, retain=True, qos=0)
