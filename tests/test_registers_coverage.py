@@ -31,6 +31,7 @@ from grott.registers import (
 )
 from grott.registers.fields import HOLDING, INPUT
 from grott.scripts import decode as decode_script
+from tests.pluginhelpers import meter_log_packet
 from tests.vectors import raw
 
 _PATH = os.path.join(os.path.dirname(__file__), "data", "coverage.json")
@@ -260,6 +261,69 @@ class SpfMemoryTests(SynchronousTestCase):
         self.assertEqual(record.device_type_code, 5100)
 
 
+def _meter_data(datalogger, inverter, address=1):
+    """A 0x20 packet of C{datalogger}'s meter reporting for C{inverter}."""
+    return parse_packet(build_packet(
+        RecordType.METER_DATA, encode_meter_values(datalogger, inverter, [2389] * 33,
+                                                   protocol=6,
+                                                   timestamp="2023-06-14T00:24:55"),
+        protocol=6, device_address=address))
+
+
+class OneMeterTests(SynchronousTestCase):
+    """
+    One meter, one device: a datalogger's 0x1b records take the device id
+    of its 0x20 meter (the capture of grott issue #352) when its 0x20
+    records named exactly one.
+    """
+
+    def setUp(self):
+        self.decoder = Decoder()
+        self.data = self.decoder.decode(_packet("meter-0x20-capture-grott-352"))
+
+    def test_log_joins_the_data_meter(self):
+        log = self.decoder.decode(meter_log_packet(self.data.datalogger_serial))
+        self.assertEqual((self.data.device_id, log.device_id),
+                         ("QDL1CKK028-meter-01", "QDL1CKK028-meter-01"))
+        # What the 0x1b record itself says is unchanged.
+        self.assertEqual((log.record_type, log.device_address, log.inverter_serial, log.kind),
+                         (0x1b, 0x22, None, METER))
+        self.assertEqual(log.values["activePowerL1"], -44.5)
+        # Another datalogger's log line is its own meter.
+        other = self.decoder.decode(meter_log_packet("DYD0BGW043"))
+        self.assertEqual(other.device_id, "DYD0BGW043-meter-22")
+
+    def test_log_before_any_data_record(self):
+        decoder = Decoder()
+        first = decoder.decode(meter_log_packet("XGD6CML0ES"))
+        self.assertEqual(first.device_id, "XGD6CML0ES-meter-22")
+        decoder.decode(_packet("meter-0x20-capture-grott-352"))
+        self.assertEqual(decoder.decode(meter_log_packet("XGD6CML0ES")).device_id,
+                         "QDL1CKK028-meter-01")
+
+    def test_several_meters_are_ambiguous(self):
+        # A second meter behind the same datalogger (another inverter's):
+        # the log line cannot say whose it is and keeps its own id.
+        self.decoder.decode(_meter_data("XGD6CML0ES", "QDL1CKK029", address=2))
+        self.assertEqual(self.decoder.decode(meter_log_packet("XGD6CML0ES")).device_id,
+                         "XGD6CML0ES-meter-22")
+
+    def test_state_is_bounded(self):
+        state = DecoderState(limit=2)
+        decoder = Decoder(state=state)
+        for n in range(5):
+            decoder.decode(_meter_data(f"LOG000000{n}", f"INV000000{n}"))
+            decoder.decode(_meter_data(f"LOG000000{n}", f"INV00000{n}X"))
+            decoder.decode(_meter_data(f"LOG000000{n}", f"INV00000{n}Y"))
+        self.assertLessEqual(len(state), 2)
+        self.assertIsNone(state.meter_of("LOG0000000"))
+        self.assertIsNone(state.meter_of("LOG0000004"))
+        decoder.decode(_meter_data("LOG0000009", "INV0000009"))
+        self.assertEqual(state.meter_of("LOG0000009"), "INV0000009-meter-01")
+        state.forget()
+        self.assertEqual(len(state), 0)
+
+
 def _run_decode(hexes):
     options = decode_script.Options()
     options.parseOptions(hexes)
@@ -304,6 +368,12 @@ class DecodeStreamTests(SynchronousTestCase):
         self.assertEqual((status, err), (0, ""))
         self.assertEqual([r["record"]["kind"] for r in records], ["meter", "meter"])
         self.assertEqual(records[0]["record"]["values"]["voltage_l1"], 232.3)
+        # A 0x20 and a 0x1b of one datalogger: one meter.
+        status, records, err = _run_decode([CASES["meter-0x20-capture-grott-352"]["hex"],
+                                            meter_log_packet("XGD6CML0ES").raw.hex()])
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual([r["record"]["device_id"] for r in records],
+                         ["QDL1CKK028-meter-01", "QDL1CKK028-meter-01"])
 
 
 # ------------------------------------------------------------ properties

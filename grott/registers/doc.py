@@ -123,6 +123,19 @@ def _meters():
          "device per meter: `device_id` is the serial the record reports for (the "
          "inverter's in 0x20, else the datalogger's), `meter` and the header's device "
          "address in hex (`QCL0CGB0BC-meter-50`).\n"),
+        ("**One meter, one device.** A datalogger may send a meter's values both as 0x20 "
+         "(device address 0x01 in both public captures) and as 0x1b (0x22 or 0x50 seen). "
+         "The 0x1b record names only the datalogger, so on its own it would be a second "
+         "device (`<datalogger>-meter-22`).  grott remembers, per datalogger, the meters "
+         "its 0x20 records named since grott started (in the decoder's state: one for "
+         "the running grott, one per `grott decode` call) and gives its 0x1b records "
+         "that meter's `device_id` when there is exactly one "
+         "(`QDL1CKK028-meter-01` for both kinds).  The record's own `device_address`, "
+         "`record_type` and (empty) `inverter_serial` are unchanged.  Not decided, so "
+         "the 0x1b keeps its own `<datalogger>-meter-<address>`: a 0x1b that arrives "
+         "before the datalogger's first 0x20 since grott started, and a datalogger "
+         "whose 0x20 records named several meters (several inverters with a meter "
+         "each): a log line cannot say whose it is.\n"),
         ("Every public meter capture is protocol 6; for protocols 2 and 5 grott "
          "assumes the same layout with 10-byte serial fields, as in every other "
          "record type.\n"),
