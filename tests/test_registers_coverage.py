@@ -13,12 +13,14 @@ values (named in each case's C{source}).
 import io
 import json
 import os
+import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from grott.codec import CodecError, RecordType, build_packet, parse_packet
+from grott.codec.scramble import unscramble
 from grott.registers import (
     DECODED_RECORDS,
     FAMILIES,
@@ -30,6 +32,7 @@ from grott.registers import (
     encode_meter_values,
 )
 from grott.registers.fields import HOLDING, INPUT
+from grott.registers.meter import decode_meter
 from grott.scripts import decode as decode_script
 from tests.pluginhelpers import meter_log_packet
 from tests.vectors import raw
@@ -110,6 +113,45 @@ class CaseTests(SynchronousTestCase):
             self.assertLessEqual(abs(values[line] / mean - 3 ** 0.5), 0.01)
         self.assertEqual(values["pos_act_power"] - values["rev_act_power"],
                          abs(values["pos_rev_act_power"]))
+
+    def test_meter_0x1b_capture_grott_88_excerpt(self):
+        """
+        The first public bytes of a real 0x1b record (the thread shows 260
+        of 373): the header and layout as documented, every complete number
+        of the text under its position's name, and the numbers agree with
+        each other the way the names say they should.
+        """
+        case = CASES["meter-0x1b-capture-grott-88-excerpt"]
+        self.assertEqual(case["origin"], "capture-excerpt")
+        raw = bytes.fromhex(case["hex"])
+        (length,) = struct.unpack_from(">H", raw, 4)
+        self.assertEqual((raw[2:4], raw[6], raw[7]), (b"\x00\x06", 0x50, RecordType.METER_LOG))
+        self.assertEqual(6 + length + 2, 373)
+        payload = unscramble(raw[8:])
+        body = decode_meter(RecordType.METER_LOG, payload, 6)
+        self.assertEqual((body.datalogger_serial, body.inverter_serial, body.timestamp),
+                         (case["datalogger_serial"], None, case["timestamp"]))
+        self.assertIn(f"text length says {case['text_length']} bytes", body.warning)
+        for name, want in case["expected"].items():
+            self.assertEqual(body.values[name], want, name)
+        values = body.values
+        # import + export energy is the active energy, and so is the sum of
+        # the phases: positions 1, 26-27 and 31-33 are what their names say.
+        energy = values["active_energy"]
+        self.assertLessEqual(
+            abs(values["posiActivePower"] + values["reverActivePower"] - energy), 0.2)
+        self.assertLessEqual(
+            abs(sum(values[f"totalActiveEnergyL{n}"] for n in (1, 2, 3)) - energy), 0.2)
+        # Per phase P² + Q² = S² and V x I = S (to the text's rounding): the
+        # powers are W, var and VA, not kW.
+        for n in (1, 3):
+            p, q, s = (values[f"{kind}L{n}"] for kind in
+                       ("activePower", "reactivePower", "apperentPower"))
+            self.assertLessEqual(abs((p * p + q * q) ** 0.5 / s - 1), 0.02, n)
+            self.assertLessEqual(abs(values[f"voltageL{n}"] * values[f"currentL{n}"] / s - 1),
+                                 0.1, n)
+        # Only complete numbers: the text is cut in the 39th.
+        self.assertNotIn("l3Voltage1", values)
 
     def test_meter_length_field_checked(self):
         payload = bytearray(encode_meter_values("LOG0000001", None, [1, 2, 3], protocol=6))
