@@ -101,9 +101,12 @@ def _texts():
     lines.append("")
     lines.append("`tlx status` reads the low byte of input 3000 as the inverter status and, "
                  "when the high byte is not zero (TL-XH), adds the storage work mode of the "
-                 "high byte (`storage mode` table).  The SPF's fault registers (40-43) are "
-                 "bit fields and codes the published SPF documents do not list; they stay "
-                 "numbers.\n")
+                 "high byte (`storage mode` table).  The SPF's fault registers (40-43: "
+                 "fault and warning bits, fault and warning value) stay numbers: no public "
+                 "document found maps them to words.  The SPF manuals and Growatt's off-grid "
+                 "troubleshooting guide (Ver1.1, 2021) list the codes the inverter's display "
+                 "shows (03, 05-09, 51, 52, ...), but neither says that register 42 carries "
+                 "that number, and no capture of an SPF in fault was found to show it.\n")
     return "\n".join(lines)
 
 
