@@ -114,12 +114,57 @@ class CaseTests(SynchronousTestCase):
         self.assertEqual(values["pos_act_power"] - values["rev_act_power"],
                          abs(values["pos_rev_act_power"]))
 
+    def test_meter_0x1b_capture_grott_186(self):
+        """
+        A real 0x1b of a Chint DTSU666 (ShineMaster, device address 0x24):
+        its text is in the meter's register order, not Grott's SDM630 one,
+        and its numbers come out under the names of the same quantities.
+        """
+        case = CASES["meter-0x1b-capture-grott-186"]
+        packet = _packet("meter-0x1b-capture-grott-186")
+        self.assertTrue(packet.crc_ok)
+        record = self.assertCase("meter-0x1b-capture-grott-186")
+        self.assertEqual((record.device_id, record.timestamp, record.warning),
+                         (case["device_id"], "2022-10-11T22:36:32", None))
+        values = record.values
+        self.assertEqual(len(values), len(case["expected"]))
+        self.assertNotIn("active_energy", values)
+        for n, (line, nxt) in enumerate((("l1Voltage2", 2), ("l2Voltage3", 3),
+                                         ("l3Voltage1", 1)), 1):
+            # A line voltage is sqrt(3) times the phase voltages it spans.
+            mean = (values[f"voltageL{n}"] + values[f"voltageL{nxt}"]) / 2
+            self.assertLessEqual(abs(values[line] / (mean * 3 ** 0.5) - 1), 0.01, line)
+            # |P| / PF = V x I (currents to 0.1 A).
+            apparent = abs(values[f"activePowerL{n}"] / values[f"powerFactorL{n}"])
+            self.assertLessEqual(
+                abs(values[f"voltageL{n}"] * values[f"currentL{n}"] / apparent - 1), 0.1, n)
+        for total, phase in (("power", "activePowerL"), ("reactive_power", "reactivePowerL")):
+            self.assertLessEqual(abs(sum(values[f"{phase}{n}"] for n in (1, 2, 3))
+                                     - values[total]), 0.5, total)
+        # Exporting: the export part carries the power.
+        self.assertEqual((values["active_power"], values["reverse_active_power"]),
+                         (0.0, values["power"]))
+
+    def test_meter_0x1b_dtsu_with_a_phase_not_connected(self):
+        text = ("0.0,0.0,400.1,0.0,0.0,231.0,0.0,0.0,1.5,346.0,0.0,0.0,346.0,"
+                "12.0,0.0,0.0,12.0,0.99,1.0,1.0,0.99,49.0,0.0,5.0,")
+        body = decode_meter(RecordType.METER_LOG, encode_meter_log("LOG0000001", text,
+                                                                   protocol=6), 6)
+        self.assertEqual((body.values["voltageL3"], body.values["l3Voltage1"],
+                          body.values["power"], body.warning), (231.0, 400.1, 346.0, None))
+        # The same numbers with the total power wrong are no DTSU666 text.
+        body = decode_meter(RecordType.METER_LOG, encode_meter_log(
+            "LOG0000001", text.replace(",346.0,0.0", ",999.0,0.0"), protocol=6), 6)
+        self.assertEqual(body.values["active_energy"], 0.0)
+        self.assertNotIn("l3Voltage1", body.values)
+
     def test_meter_0x1b_capture_grott_88_excerpt(self):
         """
         The first public bytes of a real 0x1b record (the thread shows 260
         of 373): the header and layout as documented, every complete number
-        of the text under its position's name, and the numbers agree with
-        each other the way the names say they should.
+        of the text under its position's name (an SDM630-ordered text is not
+        taken for a DTSU666's), and the numbers agree with each other the way
+        the names say they should.
         """
         case = CASES["meter-0x1b-capture-grott-88-excerpt"]
         self.assertEqual(case["origin"], "capture-excerpt")

@@ -10,7 +10,11 @@ A test compares the file with this output.
 import sys
 
 from grott.registers.maps import ALIASES, DTC_FAMILIES, FAMILIES
-from grott.registers.meter import METER_LOG_FIELDS, METER_VALUE_FIELDS
+from grott.registers.meter import (
+    METER_LOG_FIELDS,
+    METER_LOG_FIELDS_DTSU,
+    METER_VALUE_FIELDS,
+)
 from grott.registers.texts import TEXTS
 
 __all__ = ["render"]
@@ -163,6 +167,21 @@ def _meters():
          "text, which a dump that starts one byte early shows as a letter in front of the "
          "first number.\n"),
         _meter_table(METER_LOG_FIELDS, True) + "\n",
+        "### 0x1b of a Chint DTSU666\n",
+        ("The text is the meter's own register order, so it depends on the meter.  Grott's "
+         "layout above is an Eastron SDM630's.  A ShineMaster with a Chint DTSU666 (grott "
+         "issue #186, a real capture at device address 0x24, `meter-0x1b-capture-grott-186`) "
+         "sends line voltages, phase voltages, currents, total and phase power, total and "
+         "phase reactive power, total and phase power factor, and three more numbers, with "
+         "a comma at the end.  grott takes a text for a DTSU666's when positions 1-3 are "
+         "sqrt(3) times positions 4-6 (each within 5 %, or both zero; at least one phase "
+         "live) and position 10 is the sum of 11-13 (within 2 W or 2 %): numbers that never "
+         "line up like this in the SDM630 order.  Its numbers get the names of the same "
+         "quantities in the SDM630 order, so one dashboard fits both meters.  The capture's "
+         "22nd number (49.0) is where the DTSU666 keeps the frequency but is no grid "
+         "frequency, so it stays `pos22`, like 23 and 24.  Other meter models' texts are "
+         "decoded in the SDM630 order; a single-phase Chint DDSU666 text was not found.\n"),
+        _meter_table(METER_LOG_FIELDS_DTSU, True) + "\n",
     ])
 
 
