@@ -145,6 +145,42 @@ class CaseTests(SynchronousTestCase):
         self.assertEqual((values["active_power"], values["reverse_active_power"]),
                          (0.0, values["power"]))
 
+    def test_meter_0x1b_capture_grott_321(self):
+        """
+        A real, complete 0x1b of an SDM630-ordered meter (device address
+        0x22): Grott's positions, and the numbers agree with the names.
+        """
+        case = CASES["meter-0x1b-capture-grott-321"]
+        self.assertTrue(_packet("meter-0x1b-capture-grott-321").crc_ok)
+        record = self.assertCase("meter-0x1b-capture-grott-321")
+        self.assertEqual((record.device_id, record.timestamp, record.warning),
+                         (case["device_id"], "2023-04-03T09:16:42", None))
+        values = record.values
+        checks = (
+            # total power and reactive power are the sums of the phases
+            (values["power"], sum(values[f"activePowerL{n}"] for n in (1, 2, 3)), 1.0),
+            (values["reactive_power"], sum(values[f"reactivePowerL{n}"] for n in (1, 2, 3)),
+             0.5),
+            # import + export = total, for active and reactive energy
+            (values["active_energy"], values["posiActivePower"] + values["reverActivePower"],
+             0.2),
+            (values["reactive_energy"],
+             values["posiReactivePower"] + values["reverReactivePower"], 0.2),
+            (values["total_energy"], values["active_energy"] + values["reactive_energy"], 0.2),
+        )
+        for want, got, slack in checks:
+            self.assertLessEqual(abs(want - got), slack, (want, got))
+        for n, (line, nxt) in enumerate((("l1Voltage2", 2), ("l2Voltage3", 3),
+                                         ("l3Voltage1", 1)), 1):
+            mean = (values[f"voltageL{n}"] + values[f"voltageL{nxt}"]) / 2
+            self.assertLessEqual(abs(values[line] / (mean * 3 ** 0.5) - 1), 0.01, line)
+            # P² + Q² = S² and V x I = S per phase: W, var and VA.
+            p, q, s = (values[f"{kind}L{n}"] for kind in
+                       ("activePower", "reactivePower", "apperentPower"))
+            self.assertLessEqual(abs((p * p + q * q) ** 0.5 / s - 1), 0.02, n)
+            self.assertLessEqual(abs(values[f"voltageL{n}"] * values[f"currentL{n}"] / s - 1),
+                                 0.1, n)
+
     def test_meter_0x1b_dtsu_with_a_phase_not_connected(self):
         text = ("0.0,0.0,400.1,0.0,0.0,231.0,0.0,0.0,1.5,346.0,0.0,0.0,346.0,"
                 "12.0,0.0,0.0,12.0,0.99,1.0,1.0,0.99,49.0,0.0,5.0,")

@@ -67,7 +67,7 @@ disagree, this is what grott publishes and why:
 | storage 1082-1148 | BMS words 1082-1123 (status, error, SOC, voltage, current, gauge, cell voltages 0.001 V, cell temperatures, max/min SOC, errors 2/3), AC charge energy/power 1124-1129, extra inverter, system and self energies 1131-1148 | `T06NNNNXSPH` maps 1082-1107 | the PDF | the PDF prints no step for 1124-1129; grott uses 0.1 kWh / 0.1 W like every other energy and power of the map |
 | storage 1072-1079 | EPS phases S and T | not mapped | the PDF | nothing to disagree with |
 | meter 0x20 `pos_act_power`, `rev_act_power` | - | both copy the signed total power | import part (>= 0) and export part (<= 0) of it; the signed total stays `pos_rev_act_power` | Grott's 0x1b layout already splits the same quantity this way (`active_power`, `reverse_active_power`); three names for one number told users nothing |
-| meter 0x1b units | - | Grott gives none (its values are already decimal) | units from the quantity (W, var, VA, V, A, Hz, kWh, kvarh, kVAh) | the numbers are the meter's own readings; in the one real 0x1b (grott issue #88, below) each phase has P² + Q² = S² and V x I = S in W, var and VA (not kW), and import plus export energy, like the sum of the phase energies, is the active energy of position 1 |
+| meter 0x1b units | - | Grott gives none (its values are already decimal) | units from the quantity (W, var, VA, V, A, Hz, kWh, kvarh, kVAh) | the numbers are the meter's own readings; in the real 0x1b captures (grott issues #88 and #321, below) each phase has P² + Q² = S² and V x I = S in W, var and VA (not kW), and import plus export energy is the total energy of position 1 (kWh) |
 
 Families without a public capture (TL3-X/MAX/MID, SPA, MIC, SPF) are
 decoded from these documents only; the test data (`tests/data/coverage.json`)
@@ -159,13 +159,19 @@ def _meters():
         ("The text is numbers separated by commas, already in their units; positions "
          "without a name are published as `pos<n>`, items that are not numbers are "
          "skipped and named in the record's `warning`.\n"),
-        ("One real 0x1b is public, in part: grott issue #88 (a ShineLink-X at device "
-         "address 0x50 with a Growatt three-phase meter) shows the first 260 of its 373 "
-         "bytes, enough for the layout and positions 1-38 (`tests/data/coverage.json`, "
-         "`meter-0x1b-capture-grott-88-excerpt`).  Its two bytes after the serial are "
-         "`01 43` (protocol.md has `00 43`); the text length (323 there) comes before the "
-         "text, which a dump that starts one byte early shows as a letter in front of the "
-         "first number.\n"),
+        ("Real captures in `tests/data/coverage.json`: grott issue #321 (an SPH, device "
+         "address 0x22, complete, CRC verified: `meter-0x1b-capture-grott-321`) and issue "
+         "#88 (a ShineLink-X at device address 0x50 with a Growatt three-phase meter; the "
+         "thread shows the first 260 of its 373 bytes, positions 1-38: "
+         "`meter-0x1b-capture-grott-88-excerpt`).  In both the numbers agree with the names: "
+         "the total power and reactive power are the sums of the phases, import plus export "
+         "is the total energy (active and reactive), `total_energy` is active plus "
+         "reactive energy, and the line voltages are sqrt(3) times the phase voltages.  "
+         "Positions 31-36 are less certain: in #88 the three numbers at 31-33 add up to the "
+         "active energy, in #321 to the reactive energy (34-36 are zero there); they keep "
+         "Grott's names.  The two bytes after the serial are `01 43` in #88 and `00 43` in "
+         "#321 (protocol.md: `00 43`); the text length comes before the text, which a dump "
+         "that starts one byte early shows as a letter in front of the first number.\n"),
         _meter_table(METER_LOG_FIELDS, True) + "\n",
         "### 0x1b of a Chint DTSU666\n",
         ("The text is the meter's own register order, so it depends on the meter.  Grott's "
