@@ -192,6 +192,11 @@ class CaseTests(SynchronousTestCase):
             "LOG0000001", text.replace(",346.0,0.0", ",999.0,0.0"), protocol=6), 6)
         self.assertEqual(body.values["active_energy"], 0.0)
         self.assertNotIn("l3Voltage1", body.values)
+        # Integers no float holds are numbers of the text, not a crash.
+        huge = "1" * 400
+        body = decode_meter(RecordType.METER_LOG, encode_meter_log(
+            "LOG0000001", f"{huge},{huge},400,230,230,230,1,1,1,{huge},0,0,0", protocol=6), 6)
+        self.assertEqual((body.values["active_energy"], body.warning), (int(huge), None))
 
     def test_meter_0x1b_capture_grott_88_excerpt(self):
         """

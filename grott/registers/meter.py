@@ -200,10 +200,10 @@ def _is_dtsu(numbers):
     powers and power factors, which never line up like this.
     """
     try:
-        lines = [numbers[n] for n in (1, 2, 3)]
-        phases = [numbers[n] for n in (4, 5, 6)]
-        total, *powers = (numbers[n] for n in (10, 11, 12, 13))
-    except KeyError:
+        lines = [float(numbers[n]) for n in (1, 2, 3)]
+        phases = [float(numbers[n]) for n in (4, 5, 6)]
+        total, *powers = (float(numbers[n]) for n in (10, 11, 12, 13))
+    except (KeyError, OverflowError):    # not there; an integer no float holds
         return False
     live = 0
     for line, phase in zip(lines, phases):
