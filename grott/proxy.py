@@ -6,7 +6,7 @@ framed there; each packet goes on in L{DataloggerProtocol.packetFromDatalogger}
 (upstream, held, or answered locally: the connection's L{RelayMachine}
 decides) and only then is observed beside the relay (session, decoder,
 record sink, trace).  The cloud's bytes enter at
-L{UpstreamProtocol.dataReceived} and leave through
+L{grott.upstream.UpstreamProtocol.dataReceived} and leave through
 L{DataloggerProtocol.fromUpstream}.
 
 What is forwarded is always the original bytes, packet by packet (or
@@ -26,7 +26,7 @@ stays at one kernel buffer plus at most one packet in each framer.
 import ipaddress
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, ServerFactory
 from zope.interface import implementer
 
@@ -54,6 +54,7 @@ from grott.relay import (
     RelaySettings,
 )
 from grott.session import Session, takeover_refusal
+from grott.upstream import UpstreamFactory, UpstreamProtocol
 
 #: Refusals remembered for logging each once (then forgotten all at once).
 _REFUSALS_REMEMBERED = 4096
@@ -92,77 +93,6 @@ def _why(reason):
     value = getattr(reason, "value", reason)
     text = str(value) or value.__class__.__name__
     return text.strip().rstrip(".")
-
-
-@implementer(IProtocol, IPushProducer)
-class UpstreamProtocol:
-    """
-    grott's connection to the Growatt server for one datalogger: everything
-    it receives goes to the datalogger side.
-
-    It is also its upstream transport's producer, standing for the
-    datalogger's reads (as in L{twisted.protocols.portforward}), minus
-    C{stopProducing}: a transport that loses its connection stops its
-    producer, and a dead cloud must not close the datalogger when grott is
-    about to answer it locally.  The relay closes both sides itself.
-
-    A plain slotted L{IProtocol} rather than a L{Protocol} subclass: one
-    lives as long as each datalogger connection, and it needs nothing of
-    L{Protocol} but the transport.
-    """
-
-    __slots__ = ("datalogger", "transport")
-
-    def __init__(self, datalogger):
-        self.datalogger = datalogger
-        self.transport = None
-
-    def makeConnection(self, transport):
-        self.transport = transport
-        self.connectionMade()
-
-    def connectionMade(self):
-        pass
-
-    def dataReceived(self, data):
-        self.datalogger.fromUpstream(data)
-
-    def connectionLost(self, reason):
-        self.datalogger.upstreamLost(reason)
-
-    def pauseProducing(self):
-        self.datalogger.transport.pauseProducing()
-
-    def resumeProducing(self):
-        self.datalogger.transport.resumeProducing()
-
-    def stopProducing(self):
-        pass
-
-
-@implementer(IProtocolFactory)
-class UpstreamFactory:
-    """
-    Builds the one upstream protocol of one datalogger connection.
-
-    Its connector keeps it for as long as the connection lasts, so it is a
-    slotted plain factory (nothing to start, stop or log), not a
-    L{ClientFactory} with a dict per connection.
-    """
-
-    __slots__ = ("datalogger",)
-
-    def __init__(self, datalogger):
-        self.datalogger = datalogger
-
-    def buildProtocol(self, addr):
-        return UpstreamProtocol(self.datalogger)
-
-    def doStart(self):
-        pass
-
-    def doStop(self):
-        pass
 
 
 @implementer(IDataloggerLink, IRelayDriver, IPushProducer)
