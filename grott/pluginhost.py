@@ -30,7 +30,6 @@ from grott import pluginloader
 from grott.interfaces import DeliveryFailed, IGrottPlugin, IRecordSink, ISpoolSink
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
-from grott.spool import SpooledOutput
 from grott.threads import DaemonThreadPool
 
 __all__ = ["PluginHost"]
@@ -47,6 +46,7 @@ class _Runner:
         self.plugin = loaded.plugin
         self.blocking = loaded.blocking
         self.hooks = loaded.hooks
+        self.spooled = loaded.spooled
         self.reactor = reactor
         self.pool = pool
         self.limit = queue_size
@@ -271,7 +271,7 @@ class _Runner:
             "busy_seconds": busy,
             "connected": _connected(self.plugin),
         }
-        if isinstance(self.plugin, SpooledOutput):
+        if self.spooled:
             stats["spool"] = self.plugin.spool_stats()
             stats["spooled"] = stats["spool"]["queued"]
         return stats
@@ -353,8 +353,12 @@ class PluginHost(service.Service):
         An L{ISpoolSink} runs behind a spool of its own (L{grott.spool}).
         """
         if ISpoolSink.providedBy(item.plugin) and not IGrottPlugin.providedBy(item.plugin):
+            # Imported here: sqlite3 and the spool cost 1 MB that a grott
+            # without spooled outputs should not carry.
+            from grott.spool import SpooledOutput
             return pluginloader.Loaded(item.name, SpooledOutput(item.plugin, settings,
-                                                                self.reactor), item.origin)
+                                                                self.reactor), item.origin,
+                                       spooled=True)
         return item
 
     def wantsRecords(self):
