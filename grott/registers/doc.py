@@ -131,7 +131,7 @@ def _meters():
          "inverter's in 0x20, else the datalogger's), `meter` and the header's device "
          "address in hex (`QCL0CGB0BC-meter-50`).\n"),
         ("**One meter, one device.** A datalogger may send a meter's values both as 0x20 "
-         "(device address 0x01 in both public captures) and as 0x1b (0x22 or 0x50 seen). "
+         "(device address 0x01 in both public captures) and as 0x1b (0x22, 0x24 or 0x50 seen). "
          "The 0x1b record names only the datalogger, so on its own it would be a second "
          "device (`<datalogger>-meter-22`).  grott remembers, per datalogger, the meters "
          "its 0x20 records named since grott started (in the decoder's state: one for "
