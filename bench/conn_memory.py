@@ -53,6 +53,8 @@ def main():
     parser.add_argument("--target", choices=("grott", "portforward"), default="grott")
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--top", type=int, default=30, help="allocation sites to list")
+    parser.add_argument("--frames", type=int, default=1,
+                        help="group by call stacks this deep and print them (default: by line)")
     options = parser.parse_args()
 
     from twisted.internet import defer, reactor, task
@@ -85,7 +87,7 @@ def main():
 
     async def measure():
         await task.deferLater(reactor, 0.5, lambda: None)
-        tracemalloc.start()
+        tracemalloc.start(options.frames)
         before = tracemalloc.take_snapshot()
         clients = subprocess.Popen([sys.executable, "-c", _CLIENTS, str(relay_port),
                                     str(options.count)], stdin=subprocess.PIPE)
@@ -102,15 +104,16 @@ def main():
         n = options.count
         stats = after.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)]) \
             .compare_to(before.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)]),
-                        "lineno")
+                        "lineno" if options.frames == 1 else "traceback")
         total = sum(st.size_diff for st in stats)
         print(f"{options.target}: {n} idle connections, {total / n:.0f} B of Python heap each")
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         for st in stats[:options.top]:
-            frame = st.traceback[0]
-            where = frame.filename.split("site-packages/")[-1].replace(root + "/", "")
-            print(f"{st.size_diff / n:7.0f} B {st.count_diff / n:5.2f} blocks  "
-                  f"{where}:{frame.lineno}")
+            where = [frame.filename.split("site-packages/")[-1].replace(root + "/", "") +
+                     f":{frame.lineno}" for frame in st.traceback]
+            print(f"{st.size_diff / n:7.0f} B {st.count_diff / n:5.2f} blocks  {where[0]}")
+            for caller in where[1:]:
+                print(f"{'':27}{caller}")
 
     def finish(result):
         cloud.kill()

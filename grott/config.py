@@ -75,10 +75,13 @@ def _choices(*allowed):
 
 
 @implementer(IReactorPluggableNameResolver)
-class _ParseOnlyReactor:
+class ParseOnlyReactor:
     """
-    The reactor endpoint strings are checked with: endpoint parsers only
-    keep the reactor they are given, and a checked endpoint is never used.
+    The reactor endpoint strings are checked and probed with: endpoint
+    parsers only keep the reactor they are given, and a server endpoint's
+    C{listen} only tells it which port to open, which is recorded in
+    C{listening} as C{(port, interface)} and never opened.
+
     (C{twisted.internet.testing.MemoryReactor} would do, but importing it
     imports twisted.trial and unittest, 1.7 MB kept for the life of a
     running grott.)
@@ -86,14 +89,26 @@ class _ParseOnlyReactor:
 
     nameResolver = None
 
+    def __init__(self):
+        self.listening = []
+
     def installNameResolver(self, resolver):
         raise NotImplementedError("endpoints checked by grott.config never resolve")
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        self.listening.append((port, interface))
+
+    def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
+        self.listening.append((port, interface))
+
+    def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+        """A unix socket has no port to probe."""
 
 
 def _server_endpoint(value):
     from twisted.internet.endpoints import serverFromString
     try:
-        serverFromString(_ParseOnlyReactor(), value)
+        serverFromString(ParseOnlyReactor(), value)
     except Exception as e:
         return f"not a Twisted server endpoint string ({value!r}): {e}"
 
@@ -103,7 +118,7 @@ def _client_endpoint(value, allow_none=False):
         return None
     from twisted.internet.endpoints import clientFromString
     try:
-        clientFromString(_ParseOnlyReactor(), value)
+        clientFromString(ParseOnlyReactor(), value)
     except Exception as e:
         return f"not a Twisted client endpoint string ({value!r}): {e}"
 

@@ -37,7 +37,6 @@ from grott.interfaces import (
 )
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
-from grott.spool import SpooledOutput
 from grott.threads import DaemonThreadPool
 
 __all__ = ["PluginHost"]
@@ -63,6 +62,7 @@ class _Runner:
         self.blocking = loaded.blocking
         self.batches = not self.blocking and IBatchPlugin.providedBy(loaded.plugin)
         self.hooks = loaded.hooks
+        self.spooled = loaded.spooled
         self.reactor = reactor
         self.pool = pool
         self.timer = timer
@@ -338,7 +338,7 @@ class _Runner:
             "busy_seconds": busy,
             "connected": _connected(self.plugin),
         }
-        if isinstance(self.plugin, SpooledOutput):
+        if self.spooled:
             stats["spool"] = self.plugin.spool_stats()
             stats["spooled"] = stats["spool"]["queued"]
         return stats
@@ -422,8 +422,12 @@ class PluginHost(service.Service):
         An L{ISpoolSink} runs behind a spool of its own (L{grott.spool}).
         """
         if ISpoolSink.providedBy(item.plugin) and not IGrottPlugin.providedBy(item.plugin):
+            # Imported here: sqlite3 and the spool cost 1 MB that a grott
+            # without spooled outputs should not carry.
+            from grott.spool import SpooledOutput
             return pluginloader.Loaded(item.name, SpooledOutput(item.plugin, settings,
-                                                                self.reactor), item.origin)
+                                                                self.reactor), item.origin,
+                                       spooled=True)
         return item
 
     def wantsRecords(self):

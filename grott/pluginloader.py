@@ -82,6 +82,8 @@ class Loaded:
     name: str
     plugin: object
     origin: str
+    #: A L{grott.spool.SpooledOutput} in front of an L{ISpoolSink}.
+    spooled: bool = False
 
     @property
     def blocking(self):

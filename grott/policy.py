@@ -18,6 +18,7 @@ from grott.codec import (
     RecordType,
     parse_body,
 )
+from grott.logs import Logger
 
 __all__ = ["SERVER_ADDRESS_REGISTERS", "CloudCommandPolicy"]
 
@@ -55,6 +56,8 @@ class CloudCommandPolicy:
     datalogger's server address (logged at warn level in every mode).
     """
 
+    log = Logger()
+
     def __init__(self, mode="allow", protect_server_address=True):
         self.mode = mode
         self.protect_server_address = protect_server_address
@@ -79,3 +82,25 @@ class CloudCommandPolicy:
         if self.protect_server_address and self.redirects(packet):
             return "proxy.protect_server_address is on"
         return None
+
+    def drops(self, packet, session):
+        """
+        Judge C{packet} on its way to C{session}'s datalogger, and say so in
+        the log: True when it is dropped (counted in the session).  A change
+        of the server address is a warning whether or not it is let through.
+        """
+        redirect = self.redirects(packet)
+        reason = self.judge(packet)
+        if reason is None:
+            if redirect:
+                self.log.warn("datalogger {who}: the cloud changes the server address: "
+                              "{command} (let through: proxy.protect_server_address is off)",
+                              who=session.name, serial=session.datalogger_serial,
+                              command=describe(packet))
+            return False
+        session.commands_dropped += 1
+        log = self.log.warn if redirect else self.log.info
+        log("datalogger {who}: dropped a cloud command, {command}, because {reason}",
+            who=session.name, serial=session.datalogger_serial,
+            command=describe(packet), reason=reason)
+        return True

@@ -6,7 +6,7 @@ framed there; each packet goes on in L{DataloggerProtocol.packetFromDatalogger}
 (upstream, held, or answered locally: the connection's L{RelayMachine}
 decides) and only then is observed beside the relay (session, decoder,
 record sink, trace).  The cloud's bytes enter at
-L{UpstreamProtocol.dataReceived} and leave through
+L{grott.upstream.UpstreamProtocol.dataReceived} and leave through
 L{DataloggerProtocol.fromUpstream}.
 
 What is forwarded is always the original bytes, packet by packet (or
@@ -23,13 +23,12 @@ that stops reading stops the other side's reads, and memory per connection
 stays at one kernel buffer plus at most one packet in each framer.
 """
 
-import ipaddress
-
 from twisted.internet import defer
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, ServerFactory
 from zope.interface import implementer
 
+from grott.admission import Admission
 from grott.codec import (
     COMMANDS,
     FROM_DATALOGGER,
@@ -42,7 +41,7 @@ from grott.codec import (
 from grott.interfaces import ICommandHook, IDataloggerLink, IPacketTrace, IRecordSink
 from grott.logs import Logger
 from grott.logthrottle import LogThrottle
-from grott.policy import CloudCommandPolicy, describe
+from grott.policy import CloudCommandPolicy
 from grott.registers import DECODED_RECORDS
 from grott.relay import (
     CLOSING,
@@ -53,10 +52,8 @@ from grott.relay import (
     RelayMachine,
     RelaySettings,
 )
-from grott.session import Session, takeover_refusal
-
-#: Refusals remembered for logging each once (then forgotten all at once).
-_REFUSALS_REMEMBERED = 4096
+from grott.session import Session
+from grott.upstream import UpstreamFactory, UpstreamProtocol
 
 #: Full warning lines per kind and connection per minute (then a summary).
 WARNING_BURST = 5
@@ -92,77 +89,6 @@ def _why(reason):
     value = getattr(reason, "value", reason)
     text = str(value) or value.__class__.__name__
     return text.strip().rstrip(".")
-
-
-@implementer(IProtocol, IPushProducer)
-class UpstreamProtocol:
-    """
-    grott's connection to the Growatt server for one datalogger: everything
-    it receives goes to the datalogger side.
-
-    It is also its upstream transport's producer, standing for the
-    datalogger's reads (as in L{twisted.protocols.portforward}), minus
-    C{stopProducing}: a transport that loses its connection stops its
-    producer, and a dead cloud must not close the datalogger when grott is
-    about to answer it locally.  The relay closes both sides itself.
-
-    A plain slotted L{IProtocol} rather than a L{Protocol} subclass: one
-    lives as long as each datalogger connection, and it needs nothing of
-    L{Protocol} but the transport.
-    """
-
-    __slots__ = ("datalogger", "transport")
-
-    def __init__(self, datalogger):
-        self.datalogger = datalogger
-        self.transport = None
-
-    def makeConnection(self, transport):
-        self.transport = transport
-        self.connectionMade()
-
-    def connectionMade(self):
-        pass
-
-    def dataReceived(self, data):
-        self.datalogger.fromUpstream(data)
-
-    def connectionLost(self, reason):
-        self.datalogger.upstreamLost(reason)
-
-    def pauseProducing(self):
-        self.datalogger.transport.pauseProducing()
-
-    def resumeProducing(self):
-        self.datalogger.transport.resumeProducing()
-
-    def stopProducing(self):
-        pass
-
-
-@implementer(IProtocolFactory)
-class UpstreamFactory:
-    """
-    Builds the one upstream protocol of one datalogger connection.
-
-    Its connector keeps it for as long as the connection lasts, so it is a
-    slotted plain factory (nothing to start, stop or log), not a
-    L{ClientFactory} with a dict per connection.
-    """
-
-    __slots__ = ("datalogger",)
-
-    def __init__(self, datalogger):
-        self.datalogger = datalogger
-
-    def buildProtocol(self, addr):
-        return UpstreamProtocol(self.datalogger)
-
-    def doStart(self):
-        pass
-
-    def doStop(self):
-        pass
 
 
 @implementer(IDataloggerLink, IRelayDriver, IPushProducer)
@@ -223,9 +149,11 @@ class DataloggerProtocol(Protocol):
         # nothing open.
         factory = self.factory
         session = self.session
-        if session.saw_datalogger_packet(packet, factory.clock.seconds()) \
-                and not self.identified():
-            return
+        if session.saw_datalogger_packet(packet, factory.clock.seconds()):
+            refused = factory.admission.claim(session)
+            if refused is not None:
+                self.disconnect(refused)
+                return
         commands = factory.commands
         if commands is not None and commands.consume(session, packet):
             if factory.trace is not None:
@@ -236,40 +164,9 @@ class DataloggerProtocol(Protocol):
         # Beside the relay, once the bytes are on their way.
         record = None
         if packet.record_type in DECODED_RECORDS and factory.wantsRecord(packet):
-            record = self.decode(packet)
+            record = factory.decodeBeside(session, packet, self.admit)
         if factory.trace is not None:
             factory.trace.packet(session, FROM_DATALOGGER, packet, record)
-
-    def decode(self, packet):
-        """
-        Decode a register record beside the relay; failures are counted and
-        logged, never raised.
-        """
-        factory = self.factory
-        session = self.session
-        try:
-            record = factory.decode(packet, session.device_type_codes.get(packet.inverter_serial))
-        except CodecError as e:
-            session.parse_errors += 1
-            if self.admit("records it cannot decode"):
-                self.log.warn("datalogger {who}: cannot decode {record_name} record: {error}",
-                              who=session.name, serial=session.datalogger_serial,
-                              record_name=packet.record_name, error=str(e),
-                              hex=packet.raw.hex())
-            return None
-        except Exception:
-            session.parse_errors += 1
-            self.log.failure("datalogger {who}: decoder failed on {hex}", who=session.name,
-                             serial=session.datalogger_serial, hex=packet.raw.hex())
-            return None
-        if record is not None:
-            session.saw_record(record)
-            if factory.sink is not None:
-                try:
-                    factory.sink.deliver(packet, record)
-                except Exception:
-                    self.log.failure("record delivery failed")
-        return record
 
     def garbageFromDatalogger(self, garbage):
         session = self.session
@@ -304,46 +201,14 @@ class DataloggerProtocol(Protocol):
                       who=session.name, serial=session.datalogger_serial, peer=session.peer,
                       count=count, what=what, seconds=seconds)
 
-    def identified(self):
-        """
-        The datalogger serial is now known: claim it, replacing an older
-        connection of the same datalogger when that is plausibly the same
-        device reconnecting (see L{grott.session.takeover_refusal}).
-
-        @return: False when this connection is refused (and closing).
-        """
-        session = self.session
-        factory = self.factory
-        serial = session.datalogger_serial
-        if factory.allowed_serials is not None and serial not in factory.allowed_serials:
-            factory.refuse(session, "serial-not-allowed",
-                           f"serial {serial} is not in proxy.allowed_serials")
-            self.disconnect(f"serial {serial} not allowed")
-            return False
-        old = factory.registry.by_serial(serial)
-        if old is not None and old is not session:
-            refusal = takeover_refusal(old, session, factory.clock.seconds())
-            if refusal is not None:
-                factory.registry.refused_takeovers += 1
-                factory.refuse(session, "takeover", f"{serial} is live on {old.peer}: {refusal}")
-                self.disconnect(f"refused: {serial} is live on another connection")
-                return False
-        old = factory.registry.claim(session)
-        self.log.debug("datalogger {serial} identified on connection from {peer}",
-                       serial=serial, peer=session.peer)
-        if old is not None:
-            self.log.info("datalogger {serial} reconnected from {peer}; closing its "
-                          "older connection from {old_peer}",
-                          serial=serial, peer=session.peer, old_peer=old.peer)
-            old.disconnect("replaced by a newer connection")
-        return True
-
     # -- server -> datalogger ---------------------------------------------
 
     def fromUpstream(self, data):
         session = self.session
         relay = self.relay
-        trace = self.factory.trace
+        factory = self.factory
+        trace = factory.trace
+        policy = factory.policy
         write = self.transport.write
         for item in self._down.feed(data):
             if item.__class__ is Garbage:
@@ -353,33 +218,12 @@ class DataloggerProtocol(Protocol):
             relay.fromCloud(item)
             if trace is not None:
                 trace.packet(session, TO_DATALOGGER, item, None)
-            if item.record_type in COMMANDS and self.cloudCommandDropped(item):
+            if item.record_type in COMMANDS and policy.drops(item, session):
                 continue
             session.packets_out += 1
             session.bytes_out += len(item.raw)
             session.saw_server_packet(item)
             write(item.raw)
-
-    def cloudCommandDropped(self, packet):
-        """
-        Apply the cloud command policy; True when C{packet} is dropped.
-        """
-        policy = self.factory.policy
-        redirect = policy.redirects(packet)
-        reason = policy.judge(packet)
-        if reason is None:
-            if redirect:
-                self.log.warn("datalogger {who}: the cloud changes the server address: "
-                              "{command} (let through: proxy.protect_server_address is off)",
-                              who=self.session.name, serial=self.session.datalogger_serial,
-                              command=describe(packet))
-            return False
-        self.session.commands_dropped += 1
-        log = self.log.warn if redirect else self.log.info
-        log("datalogger {who}: dropped a cloud command, {command}, because {reason}",
-            who=self.session.name, serial=self.session.datalogger_serial,
-            command=describe(packet), reason=reason)
-        return True
 
     def upstreamConnected(self, upstream):
         self._connecting = None
@@ -607,7 +451,7 @@ class ProxiedDataloggerProtocol(DataloggerProtocol):
     def dataReceived(self, data):
         if self.session is None:
             self._cancelHeaderWait()
-            if not self.factory.networkAllowed(self.transport.getPeer()):
+            if not self.factory.admission.networkAllowed(self.transport.getPeer()):
                 self.transport.loseConnection()
                 return
             DataloggerProtocol.connectionMade(self)
@@ -659,6 +503,8 @@ class ProxyFactory(ServerFactory):
     @ivar upstream: the client endpoint of the Growatt server, or None for
         cloud-free mode.
     @ivar settings: the L{RelaySettings} every connection's machine reads.
+    @ivar admission: the L{Admission} rules (allowed networks and serials,
+        takeovers).
     """
 
     protocol = DataloggerProtocol
@@ -687,12 +533,7 @@ class ProxyFactory(ServerFactory):
         self.sink = sink
         self.commands = commands
         self.trace = trace
-        #: a set of serials, or None for any
-        self.allowed_serials = None if allowed_serials is None else frozenset(allowed_serials)
-        #: a list of ipaddress networks, or None for any address
-        self.allowed_networks = None if allowed_networks is None else [
-            ipaddress.ip_network(n, strict=False) for n in allowed_networks]
-        self._refused = set()
+        self.admission = Admission(registry, clock, allowed_serials, allowed_networks)
         self._sweep = None
         self.connections = set()
         self.settings = RelaySettings(
@@ -724,6 +565,36 @@ class ProxyFactory(ServerFactory):
         sink = self.sink
         return sink is not None and sink.wantsRecords()
 
+    def decodeBeside(self, session, packet, admit):
+        """
+        Decode a register record of C{session} beside the relay and hand it
+        to the sink; failures are counted and logged (as far as the
+        connection's C{admit(what)} lets warnings through), never raised.
+        """
+        try:
+            record = self.decode(packet, session.device_type_codes.get(packet.inverter_serial))
+        except CodecError as e:
+            session.parse_errors += 1
+            if admit("records it cannot decode"):
+                self.log.warn("datalogger {who}: cannot decode {record_name} record: {error}",
+                              who=session.name, serial=session.datalogger_serial,
+                              record_name=packet.record_name, error=str(e),
+                              hex=packet.raw.hex())
+            return None
+        except Exception:
+            session.parse_errors += 1
+            self.log.failure("datalogger {who}: decoder failed on {hex}", who=session.name,
+                             serial=session.datalogger_serial, hex=packet.raw.hex())
+            return None
+        if record is not None:
+            session.saw_record(record)
+            if self.sink is not None:
+                try:
+                    self.sink.deliver(packet, record)
+                except Exception:
+                    self.log.failure("record delivery failed")
+        return record
+
     def startFactory(self):
         if self.upstream is None:
             self.log.info("no upstream (proxy.upstream: none): grott answers every "
@@ -731,54 +602,10 @@ class ProxyFactory(ServerFactory):
         else:
             self.log.info("relaying dataloggers to {upstream}", upstream=self.upstream_label)
 
-    def refuse(self, session, kind, why):
-        """
-        Log a refused datalogger once per kind, serial and address; the
-        registry counts them all (a peer retrying cannot flood the log).
-        """
-        key = (kind, session.datalogger_serial, session.host)
-        if key in self._refused:
-            return
-        if len(self._refused) >= _REFUSALS_REMEMBERED:
-            self._refused.clear()
-        self._refused.add(key)
-        self.log.warn("refusing datalogger {who} from {peer}: {why} (logged once)",
-                      who=session.name, serial=session.datalogger_serial, peer=session.peer,
-                      why=why)
-
-    def _networkAllowed(self, addr):
-        host = getattr(addr, "host", None)
-        if self.allowed_networks is None or host is None:
-            return True
-        try:
-            address = ipaddress.ip_address(host.split("%")[0])
-        except ValueError:
-            return False
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.allowed_networks)
-
-    def networkAllowed(self, addr):
-        """
-        Whether C{addr} may connect (C{proxy.allowed_networks}); a refusal
-        is counted, and logged once per address.
-        """
-        if self._networkAllowed(addr):
-            return True
-        self.registry.rejected += 1
-        key = ("network", None, addr.host)
-        if key not in self._refused:
-            if len(self._refused) >= _REFUSALS_REMEMBERED:
-                self._refused.clear()
-            self._refused.add(key)
-            self.log.warn("refusing datalogger from {peer}: not in proxy.allowed_networks "
-                          "(logged once per address)", peer=addr.host)
-        return False
-
     def buildProtocol(self, addr):
         # Behind HAProxy, addr is HAProxy's: the datalogger's own address is
         # checked once the PROXY header told it (ProxiedDataloggerProtocol).
-        if not self.proxied and not self.networkAllowed(addr):
+        if not self.proxied and not self.admission.networkAllowed(addr):
             return None
         limit = self.max_dataloggers
         if limit is not None and len(self.registry) >= limit:

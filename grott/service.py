@@ -27,14 +27,11 @@ from functools import partial
 
 from twisted.application import service, strports
 from twisted.internet import defer
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import CannotListenError
 
 from grott import limits
 from grott.commands import CommandDispatcher, CommandFactory, is_loopback
-from grott.config import ConfigError, allowed_serials, in_file_order
-from grott.control import Control
-from grott.controlhass import ControlEntities
+from grott.config import ConfigError, ParseOnlyReactor, allowed_serials, in_file_order
 from grott.counters import TimedEndpoint, count_decoding
 from grott.instance import instance_id
 from grott.interfaces import IGrottObserver
@@ -45,6 +42,7 @@ from grott.proxy import PacketTrace, ProxyFactory
 from grott.registers import Decoder, userconfig
 from grott.session import Registry
 from grott.stats import StatsService, report_data, report_lines
+from grott.upstream import upstream_endpoint
 
 __all__ = ["CannotStart", "GrottService", "ProxyService", "makeService", "probe_listeners"]
 
@@ -114,17 +112,15 @@ def probe_listeners(config):
     for real still happens in C{privilegedStartService}; a port taken in
     between is reported through L{CannotStart}.)
     """
-    from twisted.internet.testing import MemoryReactor
+    from twisted.internet.endpoints import serverFromString
     listens = [config.proxy.listen]
     for other in (config.command.listen, config.metrics.listen):
         if other != "none":
             listens.append(other)
     for description in listens:
-        memory = MemoryReactor()
-        strports.service(description, None, reactor=memory).privilegedStartService()
-        bound = [(s[0], s[3]) for s in memory.tcpServers] + \
-            [(s[0], s[4]) for s in memory.sslServers]
-        for port, interface in bound:
+        recorder = ParseOnlyReactor()
+        serverFromString(recorder, description).listen(None)
+        for port, interface in recorder.listening:
             if port:
                 _probe(interface, port)
 
@@ -380,12 +376,18 @@ def makeService(config, reactor):
     decoder = makeDecoder(config)
     proxyConfig = config.proxy
     upstream = None if proxyConfig.upstream == "none" else \
-        TimedEndpoint(clientFromString(reactor, proxyConfig.upstream), registry.totals, reactor)
+        TimedEndpoint(upstream_endpoint(reactor, proxyConfig.upstream), registry.totals, reactor)
     commands = CommandDispatcher(registry, reactor, timeout=config.command.timeout)
     timezone = _timezone(proxyConfig.timezone)
-    control = Control(commands, allow_raw_writes=config.control.allow_raw_writes,
-                      protect_server_address=config.proxy.protect_server_address,
-                      now=lambda: reactor.seconds(), timezone=timezone)
+    control = None
+    if config.command.listen != "none" or config.control.mqtt:
+        # Imported only when a front end can use it: the settings catalogue
+        # and the control plane are half a megabyte of a process that may
+        # hold thousands of dataloggers in 100 MB.
+        from grott.control import Control
+        control = Control(commands, allow_raw_writes=config.control.allow_raw_writes,
+                          protect_server_address=config.proxy.protect_server_address,
+                          now=lambda: reactor.seconds(), timezone=timezone)
     factory = ProxyFactory(
         upstream, registry, reactor,
         commands=commands,
@@ -416,7 +418,9 @@ def makeService(config, reactor):
                          instance_id=top.instance_id)
     proxy.setName("proxy")
 
-    extra = [commands.report_lines, control.report_lines, partial(plugin_lines, plugins)]
+    extra = [commands.report_lines, partial(plugin_lines, plugins)]
+    if control is not None:
+        extra.insert(1, control.report_lines)
     controlServices = []
     mqttControl = None
     if config.control.mqtt:
@@ -430,6 +434,7 @@ def makeService(config, reactor):
         controlServices.append(mqttControl)
         extra.insert(2, mqttControl.report_lines)
         if config.outputs.mqtt.discovery:
+            from grott.controlhass import ControlEntities
             entities = ControlEntities(control, mqttControl.mqtt, registry, reactor,
                                        prefix=config.control.topic_prefix,
                                        discovery_prefix=config.outputs.mqtt.discovery_prefix,
@@ -444,7 +449,8 @@ def makeService(config, reactor):
     def report_json():
         data = report_data(registry, reactor.seconds(), top.instance_id)
         data["commands"] = commands.report()
-        data["control"] = dict(control.counts)
+        if control is not None:
+            data["control"] = dict(control.counts)
         data["plugins"] = plugins.stats()
         data["observers"] = {runner.name: runner.plugin.reportData()
                              for runner in plugins.runners

@@ -12,10 +12,10 @@ import types
 from twisted.internet import defer
 from zope.interface import implementer
 
-from grott.codec import parse_packet
+from grott.codec import RecordType, build_packet, parse_packet
 from grott.config import config_from_dict
 from grott.interfaces import IBlockingPlugin, IGrottPlugin, IGrottPluginService
-from grott.registers import Decoder
+from grott.registers import Decoder, encode_meter_log
 from tests.vectors import raw
 
 #: Data records of several families (classic, MIN/TL-X, protocol 2, 5, 6).
@@ -44,6 +44,25 @@ def meter_packet_and_record(case_id="meter-0x20-capture-grott-352"):
         [case] = [c for c in json.load(f)["cases"] if c["id"] == case_id]
     packet = parse_packet(bytes.fromhex(case["hex"]))
     return packet, Decoder().decode(packet)
+
+
+#: A 0x1b text for the meter of meter-0x20-capture-grott-352: energy as
+#: that capture's, powers L1-L3 as its 0x20 values, reactive powers.
+METER_LOG_TEXT = "269.6,10.0,-44.5,-115.6,113.2,1.0,2.0,3.0"
+
+
+def meter_log_packet(datalogger="XGD6CML0ES", text=METER_LOG_TEXT,
+                     timestamp="2023-06-14T00:25:10", address=0x22):
+    """
+    A 0x1b meter log packet of C{datalogger}, built with grott's encoder
+    from the documented layout (protocol.md 7.11); by default from the
+    datalogger of meter-0x20-capture-grott-352, at address 0x22 as 0x1b
+    records are seen.
+    """
+    return parse_packet(build_packet(
+        RecordType.METER_LOG, encode_meter_log(datalogger, text, protocol=6,
+                                               timestamp=timestamp),
+        protocol=6, device_address=address))
 
 
 def numbered(count, vector_id="grott-p6-0104-classic"):

@@ -3,29 +3,23 @@ Shared pieces for the spool and sink tests: a sink whose deliveries the
 test confirms or fails, and waiting for an event with a deadline.
 """
 
-import time
-
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 from zope.interface import implementer
 
 from grott.config import SpoolConfig
 from grott.interfaces import ISpoolSink
+from tests import waiting
 
 #: Longest wait for an event before a test fails.
 DEADLINE = 20.0
 
 
-async def until(predicate, what, deadline=DEADLINE):
+def until(predicate, what, deadline=DEADLINE):
     """
-    Poll C{predicate} on later reactor turns until it holds; fail after
-    C{deadline} seconds, naming C{what}.
+    L{tests.waiting.until} on the global reactor, with the spool tests'
+    longer deadline (their worker threads fsync).
     """
-    end = time.monotonic() + deadline
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        await deferLater(reactor, 0.01, lambda: None)
+    return waiting.until(reactor, predicate, what, seconds=deadline)
 
 
 def spool_settings(directory, **kw):

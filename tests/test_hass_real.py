@@ -4,7 +4,8 @@ sees after switching discovery on, with nothing else configured.
 
 Two simulated dataloggers (a MIN/TL-X and a classic inverter), each with a
 burst of buffered records before its live data, and a third datalogger
-sending a captured smart-meter record, go through grott in cloud-free mode; Home Assistant's states, entity and device registries
+sending a captured smart-meter record and a meter log record of the same
+meter, go through grott in cloud-free mode; Home Assistant's states, entity and device registries
 (websocket API) and its log are then read back.  Skipped with the reason
 when there is no Home Assistant venv (see tests/homeassistant.py) or no
 mosquitto.
@@ -21,7 +22,7 @@ from twisted.trial import unittest
 
 from grott.testing.simulator import DataloggerFactory, DataloggerSpec
 from tests import homeassistant, mosquitto, relayhelpers
-from tests.pluginhelpers import meter_packet_and_record
+from tests.pluginhelpers import meter_log_packet, meter_packet_and_record
 
 BUFFERED = 5
 #: The smart meter the MIN's datalogger simulates (device address 0x22).
@@ -233,7 +234,8 @@ class HomeAssistantTests(unittest.TestCase):
     async def _meter(self, hass, endpoint):
         """
         A datalogger stand-in sends a captured smart-meter record (0x20,
-        grott issue #352): Home Assistant shows the meter as a device of its
+        grott issue #352) and a meter log record (0x1b) of the same
+        datalogger: Home Assistant shows the meter as one device of its
         own, beside the inverter devices, with the record's values; it goes
         unavailable when its datalogger disconnects.
         """
@@ -241,6 +243,7 @@ class HomeAssistantTests(unittest.TestCase):
         client = await endpoint.connect(Factory.forProtocol(relayhelpers.Client))
         self.addCleanup(lambda: client.transport.loseConnection())
         client.transport.write(packet.raw)
+        client.transport.write(meter_log_packet(record.datalogger_serial).raw)
         node = "grott_QDL1CKK028-meter-01"
         want = {"voltage_l1": 238.9, "Current_l3": 1.6, "act_power_l1": -44.5,
                 "pos_rev_act_power": -46.2, "powerfactor": -0.055, "frequency": 50.0,
@@ -272,6 +275,12 @@ class HomeAssistantTests(unittest.TestCase):
                 f"{states[e['entity_id']]['state']}" for e in enabled))
         self.assertEqual(len(enabled), 14)
         self.assertTrue(all(e["unique_id"].startswith(node + "_") for e in mine))
+        # The log record's values are entities of the same device (disabled:
+        # the same quantities as the 0x20 ones), and no second meter device.
+        self.assertIn(f"{node}_activePowerL1",
+                      {e["unique_id"] for e in mine if e["disabled_by"] == "integration"})
+        self.assertFalse([d for d in devices.values() if "meter-22" in str(d["identifiers"])
+                          and record.datalogger_serial in str(d["identifiers"])])
         for entry in enabled:
             self.assertNotIn(states[entry["entity_id"]]["state"], ("unknown", "unavailable", ""))
         energy = {e["unique_id"]: states[e["entity_id"]]["attributes"] for e in enabled}

@@ -1,8 +1,10 @@
 """
 Features that are off cost no memory: a grott built without the monitoring
 endpoint and without the mqtt output has not imported prometheus_client,
-twisted.web, paho or the Home Assistant tables (nor twisted.trial, which
-twisted.internet.testing would bring in through the config checks).  Checked
+twisted.web, paho or the Home Assistant tables, nor the control plane
+without a front end to it, nor sqlite3 without a spooled output (nor
+twisted.trial, which twisted.internet.testing would bring in through the
+config checks and the port probe before twistd forks).  Checked
 in a fresh interpreter, since the test process itself imports all of them.
 """
 
@@ -15,15 +17,18 @@ import textwrap
 from twisted.trial.unittest import SynchronousTestCase
 
 HEAVY = ("prometheus_client", "twisted.web.server", "paho", "grott.outputs.mqtt",
-         "grott.outputs.hass", "grott.metrics", "grott.monitor", "twisted.trial", "zoneinfo")
+         "grott.outputs.hass", "grott.metrics", "grott.monitor", "twisted.trial", "zoneinfo",
+         "grott.control", "grott.controlhass", "sqlite3")
 
 
 _BUILD = textwrap.dedent("""
     import json, sys
     from grott.config import config_from_string
-    from grott.service import makeService
+    from grott.service import makeService, probe_listeners
     from twisted.internet import reactor
-    makeService(config_from_string(sys.argv[1]), reactor)
+    config = config_from_string(sys.argv[1])
+    probe_listeners(config)
+    makeService(config, reactor)
     print(json.dumps(sorted(m for m in json.loads(sys.argv[2]) if m in sys.modules)))
     """)
 
@@ -51,5 +56,6 @@ class LazyImportTests(SynchronousTestCase):
         imported = _imported(
             "proxy: {listen: 'tcp:0', upstream: 'tcp:127.0.0.1:1', timezone: Europe/Amsterdam}\n"
             "command: {listen: none}\nmetrics: {listen: 'tcp:0:interface=127.0.0.1'}\n"
-            f"plugins: {{directory: {plugins}}}\noutputs: {{mqtt: {{}}}}\n")
+            "control: {mqtt: true}\n"
+            f"plugins: {{directory: {plugins}}}\noutputs: {{mqtt: {{discovery: true}}}}\n")
         self.assertEqual(imported, sorted(set(HEAVY) - {"twisted.trial"}))

@@ -14,10 +14,11 @@ import re
 import signal
 import sys
 
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, protocol
 from twisted.trial.unittest import TestCase
 
 import grott
+from tests import waiting
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(grott.__file__)))
 #: How twistd ends after SIGTERM: exit 0, or (Twisted >= 22) the signal again.
@@ -118,13 +119,9 @@ class TwistdTests(TestCase):
         return proc, transport
 
     async def until(self, condition, what, proc=None, seconds=60):
-        reactor = _reactor()
-        deadline = reactor.seconds() + seconds
-        while not condition():
-            if reactor.seconds() > deadline:
-                detail = f"\nstdout: {proc.out!r}\nstderr: {proc.err!r}" if proc else ""
-                self.fail(f"timed out waiting for {what}{detail}")
-            await task.deferLater(reactor, 0.05, lambda: None)
+        detail = (lambda: f"stdout: {proc.out!r}\nstderr: {proc.err!r}") if proc else None
+        await waiting.until(_reactor(), condition, what, seconds=seconds, interval=0.05,
+                            detail=detail)
 
     async def running(self, text, proc=None):
         """

@@ -2,10 +2,12 @@
 A smart meter through the whole service to a real mosquitto: a datalogger
 stand-in on a loopback socket sends an inverter's data record and then a
 captured meter record (0x20, grott issue #352) for that inverter, from the
-same device address; grott (cloud-free) publishes them with Home Assistant
-discovery.  What a subscriber sees: the meter on its own topic and device,
-nothing of it on the inverter's, and the meter's availability following the
-datalogger's connection.
+same device address, then a meter log record (0x1b, device address 0x22) of
+the same datalogger; grott (cloud-free) publishes them with Home Assistant
+discovery.  What a subscriber sees: the meter on its own topic and device
+(one device for both record kinds, the log values on the meter's log
+topic), nothing of it on the inverter's, and the meter's availability
+following the datalogger's connection.
 """
 
 import json
@@ -19,9 +21,10 @@ from grott.config import config_from_dict
 from grott.registers import build_register_record
 from grott.service import makeService
 from tests import mosquitto, relayhelpers
-from tests.pluginhelpers import meter_packet_and_record
+from tests.pluginhelpers import meter_log_packet, meter_packet_and_record
 
 METER_TOPIC = "energy/growatt/QDL1CKK028-meter-01"
+LOG_TOPIC = METER_TOPIC + "/log"
 INVERTER_TOPIC = "energy/growatt/QDL1CKK028"
 NODE = "homeassistant/sensor/grott_QDL1CKK028-meter-01/"
 
@@ -68,9 +71,11 @@ class MeterThroughGrottTests(unittest.TestCase):
         self.addCleanup(lambda: client.transport.loseConnection())
         client.transport.write(inverter_packet)
         client.transport.write(meter_packet.raw)
+        client.transport.write(meter_log_packet(meter.datalogger_serial).raw)
 
         await subscriber.wait_for(lambda m: subscriber.on(METER_TOPIC)
-                                  and subscriber.on(INVERTER_TOPIC))
+                                  and subscriber.on(INVERTER_TOPIC)
+                                  and subscriber.on(LOG_TOPIC))
         # The meter's values on its own topic, as decoded.
         [(live, _)] = subscriber.on(METER_TOPIC)
         document = _json(live)
@@ -102,6 +107,25 @@ class MeterThroughGrottTests(unittest.TestCase):
                 self.assertEqual(config["state_topic"], INVERTER_TOPIC)
                 self.assertNotIn("meter", config["unique_id"])
         self.assertEqual(top.report_json()["observers"]["mqtt"]["held"]["serial_changed"], 0)
+
+        # The meter log (0x1b) is the same meter: its device, its log topic.
+        [(payload, _)] = subscriber.on(LOG_TOPIC)
+        log = _json(payload)
+        self.assertEqual((log["device"], log["kind"], log["record_type"]),
+                         ("QDL1CKK028-meter-01", "meter", 0x1b))
+        self.assertEqual(log["values"]["activePowerL1"], -44.5)
+        power = mine[NODE + "activePowerL1/config"]
+        self.assertEqual((power["state_topic"], power["unique_id"], power["device"]),
+                         (LOG_TOPIC, "grott_QDL1CKK028-meter-01_activePowerL1",
+                          energy["device"]))
+        self.assertIs(power["enabled_by_default"], False)
+        # Every meter entity reads a topic whose messages carry its value.
+        for topic, config in mine.items():
+            key = json.loads(config["value_template"].split("[")[2].split("]")[0])
+            carried = _json(subscriber.on(config["state_topic"])[-1][0])["values"]
+            self.assertIn(key, carried, topic)
+        # No second meter device from the log record's own address.
+        self.assertFalse([t for t, _, _ in subscriber.messages if "meter-22" in t])
         # Retained, so Home Assistant never misses the first state.
         late = mosquitto.Subscriber(broker.port, [METER_TOPIC])
         self.addCleanup(late.stop)

@@ -41,10 +41,11 @@ def _meter_units(fields=METER_VALUE_FIELDS):
     return {field.name: field.unit for field in fields}
 
 
-def _meter_configs(discovery_all=False, phases=3, fields=METER_VALUE_FIELDS):
+def _meter_configs(discovery_all=False, phases=3, fields=METER_VALUE_FIELDS, log_fields=()):
     meter = hass.Meter(device_id="INV0000001-meter-01", datalogger="DLG0000001", address=1,
                        reports_for="INV0000001", phases=phases)
-    return _discovery(discovery_all).meter(meter, _meter_units(fields), 900)
+    return _discovery(discovery_all).meter(meter, _meter_units(fields), 900,
+                                           _meter_units(log_fields))
 
 
 class SnapshotTests(unittest.SynchronousTestCase):
@@ -212,8 +213,9 @@ class MeterTests(unittest.SynchronousTestCase):
             self.assertEqual(config["expire_after"], 900)
 
     def test_curated_rows(self):
-        for fields in (METER_VALUE_FIELDS, METER_LOG_FIELDS):
-            configs = {c["name"]: c for c in _meter_configs(fields=fields).values()
+        for fields, log_fields in ((METER_VALUE_FIELDS, ()), ((), METER_LOG_FIELDS)):
+            configs = {c["name"]: c for c in _meter_configs(fields=fields,
+                                                            log_fields=log_fields).values()
                        if c.get("enabled_by_default", True)}
             self.assertEqual(sorted(configs), sorted([
                 "Voltage L1", "Voltage L2", "Voltage L3", "Current L1", "Current L2",
@@ -230,11 +232,52 @@ class MeterTests(unittest.SynchronousTestCase):
             self.assertEqual(configs["Power factor"]["device_class"], "power_factor")
             self.assertNotIn("unit_of_measurement", configs["Power factor"])
             self.assertEqual(configs["Frequency"]["unit_of_measurement"], "Hz")
-        # Every row names a value of a meter record.
-        names = {f.name for f in (*METER_VALUE_FIELDS, *METER_LOG_FIELDS)}
+        # Every row names a value of its meter record kind.
+        names = {"input": {f.name for f in METER_VALUE_FIELDS},
+                 "log": {f.name for f in METER_LOG_FIELDS}}
         for entity in hass_entities.entities_for("meter"):
-            self.assertIn(entity.key, names)
-            self.assertEqual(entity.source, "input")
+            self.assertIn(entity.key, names[entity.source])
+
+    def test_log_values_read_the_log_topic(self):
+        configs = _meter_configs(fields=(), log_fields=METER_LOG_FIELDS)
+        for topic, config in configs.items():
+            self.assertEqual(config["state_topic"], "energy/growatt/INV0000001-meter-01/log",
+                             topic)
+        # The ids a 0x1b-only meter had before its values moved topic.
+        self.assertIn("grott_INV0000001-meter-01_voltageL1",
+                      {c["unique_id"] for c in configs.values()})
+        self.assertIn("grott_INV0000001-meter-01_frequency",
+                      {c["unique_id"] for c in configs.values()})
+
+    def test_one_meter_both_record_kinds(self):
+        """
+        A meter whose datalogger sends 0x20 and 0x1b: one device, ids that
+        never collide, each entity on the topic whose messages carry its
+        value, and the 0x1b duplicates of the 0x20 quantities disabled.
+        """
+        for discovery_all in (False, True):
+            configs = _meter_configs(discovery_all, log_fields=METER_LOG_FIELDS)
+            ids = [c["unique_id"] for c in configs.values()]
+            self.assertEqual(len(ids), len(set(ids)))
+            self.assertEqual({c["device"]["identifiers"][0] for c in configs.values()},
+                             {"grott_INV0000001-meter-01"})
+            log_names = {f.name for f in METER_LOG_FIELDS} - {"frequency"}
+            for config in configs.values():
+                key = json.loads(config["value_template"].split("[")[2].split("]")[0])
+                if key in log_names:
+                    self.assertEqual(config["state_topic"],
+                                     "energy/growatt/INV0000001-meter-01/log", key)
+                    self.assertIs(config["enabled_by_default"], False, key)
+                else:
+                    self.assertEqual(config["state_topic"],
+                                     "energy/growatt/INV0000001-meter-01", key)
+        alone = _meter_configs()
+        both = _meter_configs(log_fields=METER_LOG_FIELDS)
+        # The 0x20 entities are exactly what they were without the log.
+        self.assertEqual({t: c for t, c in both.items() if t in alone}, alone)
+        self.assertEqual(
+            [c["name"] for c in both.values() if c.get("enabled_by_default", True)],
+            [c["name"] for c in alone.values() if c.get("enabled_by_default", True)])
 
     def test_single_phase_meter_disables_l2_l3(self):
         enabled = {c["unique_id"] for c in _meter_configs(phases=1).values()

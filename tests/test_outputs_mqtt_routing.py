@@ -15,8 +15,13 @@ from twisted.trial import unittest
 from grott.config import config_from_dict
 from grott.logs import Logger
 from grott.outputs.mqtt import MqttOutput
+from grott.registers import Decoder
 from grott.service import makeService
-from tests.pluginhelpers import meter_packet_and_record, packet_and_record
+from tests.pluginhelpers import (
+    meter_log_packet,
+    meter_packet_and_record,
+    packet_and_record,
+)
 
 
 def _output(**mqtt):
@@ -166,10 +171,47 @@ class MeterRoutingTests(unittest.SynchronousTestCase):
     def test_meter_log_record_is_a_meter_device_too(self):
         log = meter_record("meter-0x1b-sdm630-documented")
         topics = [t for t, _, _, _ in self.route(log)]
-        self.assertEqual(topics[-1], "energy/growatt/DYD0BGW043-meter-22")
+        self.assertEqual(topics[-1], "energy/growatt/DYD0BGW043-meter-22/log")
         device = self.output.devices["DYD0BGW043-meter-22"]
-        self.assertIn("homeassistant/sensor/grott_DYD0BGW043-meter-22/posiActivePower/config",
-                      device.published)
+        config = json.loads(device.published[
+            "homeassistant/sensor/grott_DYD0BGW043-meter-22/posiActivePower/config"])
+        self.assertEqual(config["state_topic"], "energy/growatt/DYD0BGW043-meter-22/log")
+
+    def test_one_meter_from_both_record_kinds(self):
+        """
+        The decoder gives a datalogger's 0x1b records its 0x20 meter's id:
+        one device, the 0x1b values on its log topic, each guarded on its
+        own, neither taken for a changed serial.
+        """
+        decoder = Decoder()
+        data = decoder.decode(meter_packet_and_record()[0])
+        log = decoder.decode(meter_log_packet(data.datalogger_serial))
+        self.assertEqual(log.device_id, data.device_id)
+        first = [t for t, _, _, _ in self.route(data)]
+        self.assertEqual(first[-1], "energy/growatt/QDL1CKK028-meter-01")
+        messages = self.route(log)
+        self.assertEqual(messages[-1][0], "energy/growatt/QDL1CKK028-meter-01/log")
+        self.assertEqual(json.loads(messages[-1][1])["values"]["activePowerL1"], -44.5)
+        self.assertEqual(list(self.output.devices), ["QDL1CKK028-meter-01"])
+        device = self.output.devices["QDL1CKK028-meter-01"]
+        self.assertEqual(device.reports_for, "QDL1CKK028")
+        power = json.loads(device.published[
+            "homeassistant/sensor/grott_QDL1CKK028-meter-01/activePowerL1/config"])
+        self.assertEqual(power["state_topic"], "energy/growatt/QDL1CKK028-meter-01/log")
+        self.assertIs(power["enabled_by_default"], False)
+        # Interleaved for a while: every record reaches its own topic.
+        for minutes in range(1, 4):
+            self.clock.advance(300)
+            later = f"2023-06-14T00:{24 + 5 * minutes}:55"
+            self.assertEqual(self.route(dataclasses.replace(data, timestamp=later))[-1][0],
+                             "energy/growatt/QDL1CKK028-meter-01")
+            self.assertEqual(self.route(dataclasses.replace(log, timestamp=later))[-1][0],
+                             "energy/growatt/QDL1CKK028-meter-01/log")
+        held = {k: v for k, v in self.output.counts.items() if k.startswith("held_")}
+        self.assertFalse(any(held.values()), held)
+        # The log topic is retained and comes back after Home Assistant's birth.
+        self.assertTrue(messages[-1][3])
+        self.assertEqual(device.log[0], "energy/growatt/QDL1CKK028-meter-01/log")
 
 
 class ServiceWiringTests(unittest.SynchronousTestCase):

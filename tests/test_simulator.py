@@ -168,6 +168,42 @@ class SessionTests(unittest.SynchronousTestCase):
         self.assertEqual((stats.sent["data"], factory.state.records_sent), (48, 48))
         self.assertEqual(len(stats.latencies), 48)
 
+    def test_meter_log_after_each_meter_record(self):
+        """
+        A datalogger that sends its meter's reading twice (0x20 from the
+        meter's address, then the 0x1b log line from another): decoded as
+        one stream, both kinds are one meter, and they carry one reading.
+        """
+        world = World()
+        factory = world.datalogger(SERIAL, protocol=6, family="min", interval=300,
+                                   ping_interval=0, meter_address=0x01,
+                                   meter_log_address=0x22)
+        world.advance(3600, step=300)
+        meter_kinds = (RecordType.METER_DATA, RecordType.METER_LOG)
+        packets = [p for p in from_datalogger(world.cloud) if p.record_type in meter_kinds]
+        self.assertEqual([p.record_type for p in packets], list(meter_kinds) * 12)
+        self.assertEqual({(p.record_type, p.device_address) for p in packets},
+                         {(RecordType.METER_DATA, 0x01), (RecordType.METER_LOG, 0x22)})
+        decoder = Decoder()
+        records = [decoder.decode(p) for p in packets]
+        self.assertEqual({r.device_id for r in records},
+                         {f"{factory.spec.inverter_serial}-meter-01"})
+        for data, log in zip(records[::2], records[1::2]):
+            self.assertIsNone(log.warning)
+            self.assertEqual(log.timestamp, data.timestamp)
+            for data_name, log_name in (("voltage_l1", "voltageL1"),
+                                        ("act_power_l3", "activePowerL3"),
+                                        ("pos_rev_act_power", "power"),
+                                        ("pos_act_energy", "posiActivePower"),
+                                        ("rev_act_energy", "reverActivePower"),
+                                        ("frequency", "frequency"),
+                                        ("L3-1_voltage", "l3Voltage1")):
+                self.assertEqual(log.values[log_name], data.values[data_name], log_name)
+        stats = factory.state.stats
+        self.assertEqual((stats.sent["meter_log"], stats.acked["meter_log"]), (12, 12))
+        self.assertEqual((stats.sent["data"], len(stats.latencies)), (12, 12))
+        self.assertRaises(ValueError, DataloggerSpec, SERIAL, meter_log_address=0x22)
+
     def test_ack_with_wrong_sequence_is_not_counted(self):
         world = World(ack_delay=10)
         factory = world.datalogger(SERIAL, protocol=6, ping_interval=0, interval=60)
@@ -565,14 +601,16 @@ class ScriptTests(unittest.SynchronousTestCase):
         options = simulate_script.Options()
         options.parseOptions(["--serials", "AAA1111111,BBB2222222", "--protocol", "5",
                               "--family", "min", "--target", "tcp:127.0.0.1:6000",
-                              "--start", "2024-06-21T12:00:00+00:00", "--meter", "34"])
+                              "--start", "2024-06-21T12:00:00+00:00", "--meter", "34",
+                              "--meter-log", "36"])
         specs = options["specs"]
         self.assertEqual([s.serial for s in specs], ["AAA1111111", "BBB2222222"])
-        self.assertEqual({s.meter_address for s in specs}, {0x22})
+        self.assertEqual({(s.meter_address, s.meter_log_address) for s in specs}, {(0x22, 0x24)})
         self.assertEqual({(s.protocol, s.family, s.server_port, s.start_epoch) for s in specs},
                          {(5, "min", 6000, 1718971200.0)})
         for bad in (["--family", "x"], ["--protocol", "3"], ["--start", "noon"],
-                    ["--serials", "way-too-long-serial"], ["--meter", "256"]):
+                    ["--serials", "way-too-long-serial"], ["--meter", "256"],
+                    ["--meter-log", "34"], ["--meter", "1", "--meter-log", "-1"]):
             self.assertRaises(simulate_script.usage.UsageError,
                               simulate_script.Options().parseOptions, bad)
 

@@ -12,8 +12,9 @@ Topics (C{BASE} is C{outputs.mqtt.topic}; see L{Topics}):
     BASE/SERIAL/announce         its announce records (retained)
     BASE/SERIAL/buffered         its buffered (0x50) records: no entity reads them
     BASE/SERIAL/held             records the data guards kept from the live topic
-    BASE/METER                   live records of one smart meter (retained; and
-                                 BASE/METER/held as for an inverter)
+    BASE/METER                   live 0x20 records of one smart meter (retained;
+                                 and BASE/METER/held as for an inverter)
+    BASE/METER/log               its live 0x1b log records (retained)
     BASE/DATALOGGER/availability "online"/"offline" per datalogger (retained)
     BASE/availability            "online"/"offline" for grott (retained, last will)
     BASE/grott/status            grott's own counters
@@ -104,6 +105,9 @@ class Topics:
 
     def held(self, serial):
         return f"{self.base}/{serial}/held"
+
+    def log(self, meter):
+        return f"{self.base}/{meter}/log"
 
     def datalogger(self, datalogger):
         return f"{self.base}/{datalogger}/availability"
@@ -237,35 +241,49 @@ class Discovery:
             lambda e: e.fits(inverter.trackers, inverter.phases, inverter.battery),
             expire_after)
 
-    def meter(self, meter, units, expire_after=None):
+    def meter(self, meter, units, expire_after=None, log_units=None):
         """
         Configs for one smart meter: a device of its own (not the inverter
-        it reports for), its rows read its own live topic.  C{units}: key ->
-        unit of the values its records carried.
+        it reports for); the rows of its 0x20 values read its live topic,
+        those of its 0x1b values its log topic.  C{units}, C{log_units}:
+        key -> unit of the values its 0x20 and 0x1b records carried.
+
+        Both kinds describe the same quantities: on a meter with 0x20
+        values the 0x1b rows are disabled by default, and a name both
+        carry (C{frequency}) is one entity, read from the 0x20 records.
         """
+        log_units = log_units or {}
+
+        def fits(entity):
+            return not (entity.source == "log" and units) and entity.fits(None, meter.phases)
+
         return self._entities(meter.device_id, meter.datalogger, self.meter_device(meter),
-                              METER, {"input": units, "holding": {}},
-                              lambda e: e.fits(None, meter.phases), expire_after)
+                              METER, {"input": units, "holding": {}, "log": log_units},
+                              fits, expire_after)
 
     def _entities(self, key, datalogger, device, family, seen, fits, expire_after):
         node = f"grott_{slug(key)}"
         availability = [{"topic": self.availability},
                         {"topic": self.topics.datalogger(datalogger)}]
-        rows = [e for e in hass_entities.entities_for(family) if e.key in seen[e.source]]
+        rows = [e for e in hass_entities.entities_for(family) if e.key in seen.get(e.source, ())]
         if self.discovery_all:
             known = {(e.source, e.key) for e in rows}
             for source, units in seen.items():
                 rows += [hass_entities.guessed(name, unit, source)
                          for name, unit in units.items() if (source, name) not in known]
+        # Input and log values share object ids: one entity per name.
+        live = {e.key for e in rows if e.source == "input"}
+        rows = [e for e in rows if not (e.source == "log" and e.key in live)]
+        topics = {"input": self.topics.live(key), "holding": self.topics.announce(key),
+                  "log": self.topics.log(key)}
         configs = {}
         for entity in rows:
             if entity.enabled and not fits(entity):
                 entity = dataclasses.replace(entity, enabled=False)
             holding = entity.source == "holding"
             object_id = f"holding_{slug(entity.key)}" if holding else slug(entity.key)
-            config = entity_config(
-                entity, f"{node}_{object_id}", device,
-                self.topics.announce(key) if holding else self.topics.live(key), availability)
+            config = entity_config(entity, f"{node}_{object_id}", device,
+                                   topics[entity.source], availability)
             if expire_after and not holding:
                 config["expire_after"] = int(expire_after)
             configs[self._topic(entity.component, node, object_id)] = config

@@ -35,8 +35,9 @@ class Entity:
     One entity row.
 
     @ivar key: the value name in the record (L{grott.registers} naming).
-    @ivar source: C{"input"} (data records, the live state topic) or
-        C{"holding"} (announce records, the announce topic).
+    @ivar source: C{"input"} (data records, the live state topic),
+        C{"holding"} (announce records, the announce topic) or C{"log"}
+        (a smart meter's 0x1b log records, its log topic).
     @ivar extra: more config keys for this component (templates, options,
         command topics for control entities).
     @ivar tracker: the PV input this row belongs to (disabled by default on
@@ -336,8 +337,10 @@ _POWER_FACTOR = {"unit": None, "device_class": "power_factor", "state_class": "m
                  "precision": 2}
 
 #: A smart meter (its own device): the values of its 0x20 records (Grott's
-#: T060120 names) and of its 0x1b log records (T06501b names); only the
-#: rows whose value a meter's records carry are announced.  Power is signed
+#: T060120 names) and of its 0x1b log records (T06501b names, source
+#: "log"); only the rows whose value a meter's records carry are announced.
+#: A meter whose 0x20 values are seen gets its 0x1b rows disabled (the same
+#: quantities twice) and its 0x20 C{frequency} only.  Power is signed
 #: (negative: exporting); import and export energy are the counters for
 #: Home Assistant's Energy panel (grid consumption / return to grid).
 _METER = [
@@ -367,18 +370,20 @@ _METER = [
            "total_increasing", 1, enabled=False),
     Entity("rev_act_energy_kvar", "Reactive energy exported", "kvarh", None,
            "total_increasing", 1, enabled=False),
-    # 0x1b (meter log) names.
-    *_meter_phases(("voltageL1", "voltageL2", "voltageL3"), _voltage, "Voltage"),
-    *_meter_phases(("currentL1", "currentL2", "currentL3"), _current, "Current"),
-    *_meter_phases(("activePowerL1", "activePowerL2", "activePowerL3"), _power, "Power"),
-    _power("power", "Power"),
-    Entity("power_factor", "Power factor", **_POWER_FACTOR),
-    _energy("posiActivePower", "Energy imported"),
-    _energy("reverActivePower", "Energy exported"),
-    _energy("active_energy", "Active energy", enabled=False),
-    _apparent("apparent_power", "Apparent power", enabled=False),
+    # 0x1b (meter log) names, read from the meter's log topic.
+    *_meter_phases(("voltageL1", "voltageL2", "voltageL3"), _voltage, "Voltage", source="log"),
+    *_meter_phases(("currentL1", "currentL2", "currentL3"), _current, "Current", source="log"),
+    *_meter_phases(("activePowerL1", "activePowerL2", "activePowerL3"), _power, "Power",
+                   source="log"),
+    _power("power", "Power", source="log"),
+    Entity("power_factor", "Power factor", **_POWER_FACTOR, source="log"),
+    _frequency("frequency", "Frequency", source="log"),
+    _energy("posiActivePower", "Energy imported", source="log"),
+    _energy("reverActivePower", "Energy exported", source="log"),
+    _energy("active_energy", "Active energy", enabled=False, source="log"),
+    _apparent("apparent_power", "Apparent power", enabled=False, source="log"),
     Entity("reactive_power", "Reactive power", "var", "reactive_power", "measurement", 0,
-           enabled=False),
+           enabled=False, source="log"),
 ]
 
 #: Values that tell a three-phase meter from a single-phase one.

@@ -11,7 +11,9 @@ its own: live data (retained,
 so Home Assistant never misses the first state after discovery), announce,
 buffered (0x50 replays, which no entity reads, so Home Assistant's
 statistics never go back in time) and held (live records the data guards of
-L{grott.outputs.guards} kept out of the live topic).
+L{grott.outputs.guards} kept out of the live topic).  A smart meter's 0x1b
+log records go to a log topic of their own: they name other values than
+its 0x20 records, and an entity must never read a message lacking its value.
 
 Publishing is pipelined: C{data} hands a record's messages to paho and
 returns at once; paho keeps up to L{MAX_INFLIGHT} QoS 1/2 messages in flight
@@ -76,6 +78,8 @@ _EXPIRE_STEPS = (60, 180, 300, 600, 900, 1800, 3600, 7200)
 _EXPIRE_DEFAULT = 900
 #: The announce record type (0x03): identification and holding registers.
 ANNOUNCE = 0x03
+#: A smart meter's log record type (0x1b): its own topic and guard.
+METER_LOG = 0x1b
 #: What the jump guard takes a smart meter's rating for (W): three phases
 #: of 100 A (a direct-connected SDM630) at 277 V.
 METER_RATED_W = 3 * 100 * 277
@@ -230,13 +234,17 @@ class _Device:
         self.identification = None
         self.input_units = {}
         self.holding_units = {}
-        self.guard = None
+        #: A smart meter's 0x1b values (its 0x20 ones are input_units).
+        self.log_units = {}
+        #: One data guard per stream of live records: "input", "log".
+        self.guards = {}
         self.version = 0
         self.published_version = None
         #: discovery topic -> the JSON published there
         self.published = {}
         self.live = None
         self.announce = None
+        self.log = None
         self.last_arrival = None
         self.expire_after = _EXPIRE_DEFAULT
         self.gaps = collections.deque(maxlen=3)
@@ -265,7 +273,9 @@ class _Device:
         changed = False
         if record.family is not None and record.family != self.family:
             self.family, changed = record.family, True
-            self.guard = None
+            self.guards.clear()
+        if record.inverter_serial and self.reports_for is None:
+            self.reports_for = record.inverter_serial
         if record.device_type_code is not None and record.device_type_code != self.dtc:
             self.dtc, changed = record.device_type_code, True
         if record.record_type == ANNOUNCE:
@@ -273,7 +283,7 @@ class _Device:
             if record.identification is not None and record.identification != self.identification:
                 self.identification, changed = record.identification, True
         elif self.kind == METER:
-            units = self.input_units
+            units = self.log_units if record.record_type == METER_LOG else self.input_units
             phases = self._meter_phases(record.values)
             if phases is not None and phases != self.phases:
                 self.phases, changed = phases, True
@@ -323,19 +333,26 @@ class _Device:
         self.last_arrival = now
 
     def check(self, record, now, discovery_all):
-        if self.guard is None:
+        """
+        The guard's verdict on a live record.  A meter's 0x20 and 0x1b
+        records are two streams (other names, other times): a guard each.
+        """
+        log = self.kind == METER and record.record_type == METER_LOG
+        source = "log" if log else "input"
+        guard = self.guards.get(source)
+        if guard is None:
             counters = {e.key: e.unit for e in hass_entities.entities_for(self.family)
-                        if e.state_class == "total_increasing" and e.source == "input"}
+                        if e.state_class == "total_increasing" and e.source == source}
             if discovery_all:
-                for key, unit in self.input_units.items():
+                for key, unit in (self.log_units if log else self.input_units).items():
                     if unit in ("kWh", "kvarh", "kVAh", "h"):
                         counters.setdefault(key, unit)
-            self.guard = guards.DeviceGuard(counters)
+            guard = self.guards[source] = guards.DeviceGuard(counters)
         if self.kind == METER:
-            self.guard.rated_power = METER_RATED_W
+            guard.rated_power = METER_RATED_W
         else:
-            self.guard.rated_power = getattr(self.identification, "rated_power", None)
-        return self.guard.check(record.timestamp, record.values, now)
+            guard.rated_power = getattr(self.identification, "rated_power", None)
+        return guard.check(record.timestamp, record.values, now)
 
 
 class _Batch:
@@ -831,9 +848,12 @@ class MqttOutput:
                 return messages
             device.learn(record)
             device.learn_interval(self.reactor.seconds())
-            device.live = self._message(self.topics.live(key), payload, keep)
+            if record.kind == METER and record.record_type == METER_LOG:
+                device.log = message = self._message(self.topics.log(key), payload, keep)
+            else:
+                device.live = message = self._message(self.topics.live(key), payload, keep)
             messages += self._discovery_messages(device)
-            messages.append(device.live)
+            messages.append(message)
         return messages
 
     def _serial_changed(self, record, key):
@@ -842,6 +862,10 @@ class MqttOutput:
         device of the same kind earlier in the session (believed after
         three records).  A meter and an inverter may share an address.
         """
+        if record.kind == METER and record.record_type == METER_LOG:
+            # A 0x1b record's device is grott's choice (its datalogger's
+            # 0x20 meter once one is seen), not a serial a slip could change.
+            return None
         where = (record.datalogger_serial, record.device_address, record.kind)
         known = self._serials.setdefault(where, key)
         if known == key:
@@ -897,7 +921,7 @@ class MqttOutput:
                                       self._published)
         if device.kind == METER:
             configs = self.discovery.meter(device.meter(), device.input_units,
-                                           device.expire_after)
+                                           device.expire_after, device.log_units)
         else:
             configs = self.discovery.inverter(device.inverter(), device.input_units,
                                               device.holding_units, device.expire_after)
@@ -936,7 +960,8 @@ class MqttOutput:
             device.published.clear()
             device.published_version = None
             messages += self._discovery_messages(device)
-            messages += [m for m in (device.announce, device.live) if m is not None]
+            messages += [m for m in (device.announce, device.live, device.log)
+                         if m is not None]
         self._fire_and_forget(messages)
         self._publish_status()
 

@@ -177,14 +177,24 @@ class Decoder:
                       INVERTER, inverter_serial or body.datalogger_serial)
 
     def _meter(self, packet):
-        """A smart meter's record (0x20 measurements, 0x1b log line)."""
+        """
+        A smart meter's record (0x20 measurements, 0x1b log line).  One
+        meter, one device: a 0x1b record takes the device id of its
+        datalogger's 0x20 meter when that datalogger's 0x20 records named
+        exactly one; else (none seen yet, several meters) its own, from
+        the datalogger serial and its device address.
+        """
         body = decode_meter(packet.record_type, packet.payload, packet.protocol)
+        device_id = meter_device_id(body.datalogger_serial, body.inverter_serial,
+                                    packet.device_address)
+        if packet.record_type == RecordType.METER_DATA:
+            self.state.remember_meter(body.datalogger_serial, device_id)
+        else:
+            device_id = self.state.meter_of(body.datalogger_serial) or device_id
         return Record(body.datalogger_serial, body.inverter_serial, packet.protocol,
                       int(packet.record_type), packet.device_address, body.timestamp,
                       body.timestamp_raw, False, None, METER, body.values, body.units, (),
-                      None, body.warning, METER,
-                      meter_device_id(body.datalogger_serial, body.inverter_serial,
-                                      packet.device_address))
+                      None, body.warning, METER, device_id)
 
     def _identify(self, family, layout, words):
         """

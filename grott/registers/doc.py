@@ -10,7 +10,11 @@ A test compares the file with this output.
 import sys
 
 from grott.registers.maps import ALIASES, DTC_FAMILIES, FAMILIES
-from grott.registers.meter import METER_LOG_FIELDS, METER_VALUE_FIELDS
+from grott.registers.meter import (
+    METER_LOG_FIELDS,
+    METER_LOG_FIELDS_DTSU,
+    METER_VALUE_FIELDS,
+)
 from grott.registers.texts import TEXTS
 
 __all__ = ["render"]
@@ -63,7 +67,7 @@ disagree, this is what grott publishes and why:
 | storage 1082-1148 | BMS words 1082-1123 (status, error, SOC, voltage, current, gauge, cell voltages 0.001 V, cell temperatures, max/min SOC, errors 2/3), AC charge energy/power 1124-1129, extra inverter, system and self energies 1131-1148 | `T06NNNNXSPH` maps 1082-1107 | the PDF | the PDF prints no step for 1124-1129; grott uses 0.1 kWh / 0.1 W like every other energy and power of the map |
 | storage 1072-1079 | EPS phases S and T | not mapped | the PDF | nothing to disagree with |
 | meter 0x20 `pos_act_power`, `rev_act_power` | - | both copy the signed total power | import part (>= 0) and export part (<= 0) of it; the signed total stays `pos_rev_act_power` | Grott's 0x1b layout already splits the same quantity this way (`active_power`, `reverse_active_power`); three names for one number told users nothing |
-| meter 0x1b units | - | Grott gives none (its values are already decimal) | units from the quantity (W, var, VA, V, A, Hz, kWh, kvarh, kVAh) | the numbers are the meter's own readings; no capture with the meter's display was found to confirm kW vs W |
+| meter 0x1b units | - | Grott gives none (its values are already decimal) | units from the quantity (W, var, VA, V, A, Hz, kWh, kvarh, kVAh) | the numbers are the meter's own readings; in the real 0x1b captures (grott issues #88 and #321, below) each phase has P² + Q² = S², with V x I close to S (within 2 % in #88, 3-19 % over in #321): W, var and VA, not kW; import plus export energy is the total energy of position 1 (kWh) |
 
 Families without a public capture (TL3-X/MAX/MID, SPA, MIC, SPF) are
 decoded from these documents only; the test data (`tests/data/coverage.json`)
@@ -101,9 +105,12 @@ def _texts():
     lines.append("")
     lines.append("`tlx status` reads the low byte of input 3000 as the inverter status and, "
                  "when the high byte is not zero (TL-XH), adds the storage work mode of the "
-                 "high byte (`storage mode` table).  The SPF's fault registers (40-43) are "
-                 "bit fields and codes the published SPF documents do not list; they stay "
-                 "numbers.\n")
+                 "high byte (`storage mode` table).  The SPF's fault registers (40-43: "
+                 "fault and warning bits, fault and warning value) stay numbers: no public "
+                 "document found maps them to words.  The SPF manuals and Growatt's off-grid "
+                 "troubleshooting guide (Ver1.1, 2021) list the codes the inverter's display "
+                 "shows (03, 05-09, 51, 52, ...), but neither says that register 42 carries "
+                 "that number, and no capture of an SPF in fault was found to show it.\n")
     return "\n".join(lines)
 
 
@@ -123,6 +130,19 @@ def _meters():
          "device per meter: `device_id` is the serial the record reports for (the "
          "inverter's in 0x20, else the datalogger's), `meter` and the header's device "
          "address in hex (`QCL0CGB0BC-meter-50`).\n"),
+        ("**One meter, one device.** A datalogger may send a meter's values both as 0x20 "
+         "(device address 0x01 in both public captures) and as 0x1b (0x22, 0x24 or 0x50 seen). "
+         "The 0x1b record names only the datalogger, so on its own it would be a second "
+         "device (`<datalogger>-meter-22`).  grott remembers, per datalogger, the meters "
+         "its 0x20 records named since grott started (in the decoder's state: one for "
+         "the running grott, one per `grott decode` call) and gives its 0x1b records "
+         "that meter's `device_id` when there is exactly one "
+         "(`QDL1CKK028-meter-01` for both kinds).  The record's own `device_address`, "
+         "`record_type` and (empty) `inverter_serial` are unchanged.  Not decided, so "
+         "the 0x1b keeps its own `<datalogger>-meter-<address>`: a 0x1b that arrives "
+         "before the datalogger's first 0x20 since grott started, and a datalogger "
+         "whose 0x20 records named several meters (several inverters with a meter "
+         "each): a log line cannot say whose it is.\n"),
         ("Every public meter capture is protocol 6; for protocols 2 and 5 grott "
          "assumes the same layout with 10-byte serial fields, as in every other "
          "record type.\n"),
@@ -139,7 +159,35 @@ def _meters():
         ("The text is numbers separated by commas, already in their units; positions "
          "without a name are published as `pos<n>`, items that are not numbers are "
          "skipped and named in the record's `warning`.\n"),
+        ("Real captures in `tests/data/coverage.json`: grott issue #321 (an SPH, device "
+         "address 0x22, complete, CRC verified: `meter-0x1b-capture-grott-321`) and issue "
+         "#88 (a ShineLink-X at device address 0x50 with a Growatt three-phase meter; the "
+         "thread shows the first 260 of its 373 bytes, positions 1-38: "
+         "`meter-0x1b-capture-grott-88-excerpt`).  In both the numbers agree with the names: "
+         "the total power and reactive power are the sums of the phases, import plus export "
+         "is the total energy (active and reactive), `total_energy` is active plus "
+         "reactive energy, and the line voltages are sqrt(3) times the phase voltages.  "
+         "Positions 31-36 are less certain: in #88 the three numbers at 31-33 add up to the "
+         "active energy, in #321 to the reactive energy (34-36 are zero there); they keep "
+         "Grott's names.  The two bytes after the serial are `01 43` in #88 and `00 43` in "
+         "#321 (protocol.md: `00 43`); the text length comes before the text, which a dump "
+         "that starts one byte early shows as a letter in front of the first number.\n"),
         _meter_table(METER_LOG_FIELDS, True) + "\n",
+        "### 0x1b of a Chint DTSU666\n",
+        ("The text is the meter's own register order, so it depends on the meter.  Grott's "
+         "layout above is an Eastron SDM630's.  A ShineMaster with a Chint DTSU666 (grott "
+         "issue #186, a real capture at device address 0x24, `meter-0x1b-capture-grott-186`) "
+         "sends line voltages, phase voltages, currents, total and phase power, total and "
+         "phase reactive power, total and phase power factor, and three more numbers, with "
+         "a comma at the end.  grott takes a text for a DTSU666's when positions 1-3 are "
+         "sqrt(3) times positions 4-6 (each within 5 %, or both zero; at least one phase "
+         "live) and position 10 is the sum of 11-13 (within 2 W or 2 %): numbers that never "
+         "line up like this in the SDM630 order.  Its numbers get the names of the same "
+         "quantities in the SDM630 order, so one dashboard fits both meters.  The capture's "
+         "22nd number (49.0) is where the DTSU666 keeps the frequency but is no grid "
+         "frequency, so it stays `pos22`, like 23 and 24.  Other meter models' texts are "
+         "decoded in the SDM630 order; a single-phase Chint DDSU666 text was not found.\n"),
+        _meter_table(METER_LOG_FIELDS_DTSU, True) + "\n",
     ])
 
 

@@ -26,6 +26,14 @@ Names are the ones Grott publishes (layouts T060120 and T06501b), so
 dashboards built on Grott keep working; positions Grott leaves unnamed come
 out as C{value_<n>} (0x20, n counted from 0) and C{pos<n>} (0x1b, n from 1,
 Grott's own names for them).
+
+The 0x1b text is the meter's own register order, so it differs by meter
+model.  Grott's layout is an Eastron SDM630's (energies first); a Chint
+DTSU666 behind a ShineMaster (grott issue #186, a real capture) sends line
+voltages, phase voltages, currents, total and phase powers, ... instead.
+Such a text is recognised by its own arithmetic (L{_is_dtsu}) and its
+numbers get the same names as the same quantities in the SDM630 order, so
+a dashboard works with either meter.
 """
 
 import math
@@ -35,9 +43,9 @@ import types
 from grott.codec import PacketError, RecordType, serial_field, serial_field_size
 from grott.registers.blocks import encode_timestamp, parse_timestamp
 
-__all__ = ["METER_LOG_FIELDS", "METER_RECORDS", "METER_VALUE_FIELDS", "MeterError",
-           "MeterValue", "decode_meter", "encode_meter_log", "encode_meter_values",
-           "meter_device_id"]
+__all__ = ["METER_LOG_FIELDS", "METER_LOG_FIELDS_DTSU", "METER_RECORDS", "METER_VALUE_FIELDS",
+           "MeterError", "MeterValue", "decode_meter", "encode_meter_log",
+           "encode_meter_values", "meter_device_id"]
 
 #: Record types of smart-meter records.
 METER_RECORDS = frozenset({RecordType.METER_DATA, RecordType.METER_LOG})
@@ -148,13 +156,63 @@ METER_LOG_FIELDS = (
     *_log(("l1Voltage2", "l2Voltage3", "l3Voltage1"), 38, "V"),
 )
 
-_BY_POSITION_0X20 = {}
-for _field in METER_VALUE_FIELDS:
-    _BY_POSITION_0X20.setdefault(_field.position, []).append(_field)
-_BY_POSITION_0X1B = {}
-for _field in METER_LOG_FIELDS:
-    _BY_POSITION_0X1B.setdefault(_field.position, []).append(_field)
-del _field
+#: 0x1b of a three-phase Chint DTSU666 (its register order, as in the real
+#: capture of grott issue #186), under the names of the same quantities in
+#: L{METER_LOG_FIELDS}; named only where the capture's own numbers confirm
+#: the quantity.  Position 22 sits where the DTSU666 keeps the frequency,
+#: but the capture's 49.0 is no grid frequency: it stays C{pos22}, as do
+#: 23 and 24.
+METER_LOG_FIELDS_DTSU = (
+    *_log(("l1Voltage2", "l2Voltage3", "l3Voltage1"), 1, "V"),
+    *_log(("voltageL1", "voltageL2", "voltageL3"), 4, "V"),
+    *_log(("currentL1", "currentL2", "currentL3"), 7, "A"),
+    MeterValue("power", 10, "W", signed=True),
+    MeterValue("active_power", 10, "W", signed=True, part="import"),
+    MeterValue("reverse_active_power", 10, "W", signed=True, part="export"),
+    *_log(("activePowerL1", "activePowerL2", "activePowerL3"), 11, "W"),
+    MeterValue("reactive_power", 14, "var"),
+    *_log(("reactivePowerL1", "reactivePowerL2", "reactivePowerL3"), 15, "var"),
+    MeterValue("power_factor", 18, ""),
+    *_log(("powerFactorL1", "powerFactorL2", "powerFactorL3"), 19, ""),
+)
+
+
+def _by_position(fields):
+    table = {}
+    for field in fields:
+        table.setdefault(field.position, []).append(field)
+    return table
+
+
+_BY_POSITION_0X20 = _by_position(METER_VALUE_FIELDS)
+_BY_POSITION_0X1B = _by_position(METER_LOG_FIELDS)
+_BY_POSITION_DTSU = _by_position(METER_LOG_FIELDS_DTSU)
+_ROOT3 = math.sqrt(3)
+
+
+def _is_dtsu(numbers):
+    """
+    Whether a 0x1b text (position -> number) is in a Chint DTSU666's
+    order: positions 1-3 are line voltages, each sqrt(3) times the phase
+    voltage at 4-6 (or both zero, a phase not connected; at least one
+    phase live), and position 10, the total power, is the sum of the phase
+    powers at 11-13.  In the SDM630 order those positions are energies,
+    powers and power factors, which never line up like this.
+    """
+    try:
+        lines = [float(numbers[n]) for n in (1, 2, 3)]
+        phases = [float(numbers[n]) for n in (4, 5, 6)]
+        total, *powers = (float(numbers[n]) for n in (10, 11, 12, 13))
+    except (KeyError, OverflowError):    # not there; an integer no float holds
+        return False
+    live = 0
+    for line, phase in zip(lines, phases):
+        if line == 0 and phase == 0:
+            continue
+        if not 50 <= phase <= 300 or abs(line / (phase * _ROOT3) - 1) > 0.05:
+            return False
+        live += 1
+    return live > 0 and abs(total - sum(powers)) <= max(2.0, 0.02 * abs(total))
 
 
 def _part(value, part):
@@ -262,10 +320,11 @@ def _decode_log(payload, sf):
     warnings = []
     if len(text) < length:
         warnings.append(f"text length says {length} bytes, {len(text)} present")
-    values = {}
-    units = {}
+    numbers = {}
     skipped = []
-    for position, item in enumerate(text.split(b","), 1):
+    # A DTSU666 text ends with a comma: a separator, not an empty number.
+    items = text.rstrip(b"\x00 \r\n").removesuffix(b",").split(b",")
+    for position, item in enumerate(items, 1):
         item = item.strip(b"\x00 \r\n")
         try:
             number = _number(item.decode("ascii"))
@@ -275,7 +334,12 @@ def _decode_log(payload, sf):
         if isinstance(number, float) and not math.isfinite(number):
             skipped.append(position)
             continue
-        fields = _BY_POSITION_0X1B.get(position)
+        numbers[position] = number
+    layout = _BY_POSITION_DTSU if _is_dtsu(numbers) else _BY_POSITION_0X1B
+    values = {}
+    units = {}
+    for position, number in numbers.items():
+        fields = layout.get(position)
         if fields is None:
             values[f"pos{position}"] = number
             units[f"pos{position}"] = ""

@@ -66,7 +66,9 @@ class Record:
     C{device_id} names that device, stable across records: the inverter
     serial (the datalogger serial when the record names no inverter), or
     for a meter the serial it reports for, "meter" and its device address
-    (C{"QCL0CGB0BC-meter-50"}).  Outputs make one device per C{device_id}.
+    (C{"QCL0CGB0BC-meter-50"}); a 0x1b meter log record takes the id of
+    its datalogger's 0x20 meter when there is exactly one (see
+    L{grott.registers.state}).  Outputs make one device per C{device_id}.
     """
 
     __slots__ = (

@@ -49,6 +49,9 @@ class Options(_options.Options):
         ["start", None, None, "simulated start time, ISO 8601 local time (default: now)"],
         ["seed", None, None, "random seed for the simulated values", int],
         ["meter", None, None, "also a smart meter at this device address (34 = 0x22)", int],
+        ["meter-log", None, None,
+         ("with --meter: the meter also sends its reading as a 0x1b log line from this "
+          "device address"), int],
     )
     optFlags = (
         ["flood", None, "send the next record as soon as the previous one is acknowledged"],
@@ -62,8 +65,11 @@ class Options(_options.Options):
             raise usage.UsageError(f"unknown family {self['family']!r}")
         if self["protocol"] not in (2, 5, 6):
             raise usage.UsageError("--protocol must be 2, 5 or 6")
-        if self["meter"] is not None and not 0 <= self["meter"] <= 255:
-            raise usage.UsageError("--meter must be a device address, 0 to 255")
+        for name in ("meter", "meter-log"):
+            if self[name] is not None and not 0 <= self[name] <= 255:
+                raise usage.UsageError(f"--{name} must be a device address, 0 to 255")
+        if self["meter-log"] is not None and self["meter"] is None:
+            raise usage.UsageError("--meter-log needs --meter")
         if self["start"] is not None:
             try:
                 datetime.datetime.fromisoformat(self["start"])
@@ -106,6 +112,7 @@ def specs_from_options(options):
         window=options["window"], announce=not options["no-announce"],
         reconnect_delay=options["reconnect"] or None, start_epoch=start_epoch,
         utc_offset=utc_offset, seed=options["seed"], meter_address=options["meter"],
+        meter_log_address=options["meter-log"],
         server_host=host, server_port=port)
 
 

@@ -342,7 +342,9 @@ class SimulatedMeter:
     inverter: the house draws a wandering load, the inverter's output
     covers part of it, the rest is imported (or the surplus exported).
     L{words} gives the 32-bit values of a 0x20 record in Grott's T060120
-    order (L{grott.registers.meter.METER_VALUE_FIELDS}).
+    order (L{grott.registers.meter.METER_VALUE_FIELDS}), L{log_text} the
+    same reading as a 0x1b log line in an SDM630's order
+    (L{grott.registers.meter.METER_LOG_FIELDS}).
     """
 
     def __init__(self, inverter):
@@ -352,6 +354,7 @@ class SimulatedMeter:
         self.imported = self._random.uniform(1000.0, 9000.0)  # kWh
         self.exported = self._random.uniform(500.0, 5000.0)
         self._last = None
+        self._words = None
 
     def words(self, epoch):
         """
@@ -379,11 +382,35 @@ class SimulatedMeter:
         pf = [round(1000 * (p / a if a else 1.0)) for p, a in zip(powers, apparent)]
         total_pf = round(1000 * (net / sum(apparent) if sum(apparent) else 1.0))
         line = [v * math.sqrt(3) for v in volts]
-        return [*tenths(volts), *tenths(amps), *tenths(powers), *tenths(apparent),
-                0, 0, 0, *pf, round(net * 10), round(sum(apparent) * 10), 0, total_pf,
-                round((50.0 + rnd.uniform(-0.05, 0.05)) * 10), *tenths(line),
-                round(self.imported * 10), round(self.exported * 10), 0, 0,
-                0, round((self.imported + self.exported) * 10), 0]
+        self._words = [
+            *tenths(volts), *tenths(amps), *tenths(powers), *tenths(apparent),
+            0, 0, 0, *pf, round(net * 10), round(sum(apparent) * 10), 0, total_pf,
+            round((50.0 + rnd.uniform(-0.05, 0.05)) * 10), *tenths(line),
+            round(self.imported * 10), round(self.exported * 10), 0, 0,
+            0, round((self.imported + self.exported) * 10), 0]
+        return self._words
+
+    def log_text(self):
+        """
+        The reading of the last L{words} as a 0x1b text: numbers in their
+        units, in the SDM630 order of Grott's T06501b.
+        """
+        w = self._words
+        if w is None:
+            raise ValueError("no meter reading yet: call words() first")
+
+        def at(index, scale=10):
+            return w[index] / scale
+
+        energy = at(31)
+        numbers = [
+            energy, 0.0, *(at(n) for n in (6, 7, 8)), 0.0, 0.0, 0.0,
+            *(at(n) for n in (9, 10, 11)), *(at(n, 1000) for n in (15, 16, 17)),
+            *(at(n) for n in (0, 1, 2)), *(at(n) for n in (3, 4, 5)),
+            at(18), at(19), at(20), at(21, 1000), at(22), at(26), at(27), 0.0, 0.0, 0.0,
+            *(round(energy / 3, 1),) * 3, 0.0, 0.0, 0.0, energy,
+            *(at(n) for n in (23, 24, 25))]
+        return ",".join(f"{n:g}" for n in numbers)
 
 
 def register_payload(datalogger_serial, inverter_serial, timestamp, blocks, *, protocol):

@@ -60,7 +60,7 @@ from grott.codec import (
     parse_body,
 )
 from grott.logs import Logger
-from grott.registers.meter import encode_meter_values
+from grott.registers.meter import encode_meter_log, encode_meter_values
 from grott.testing.simmodel import (
     SimulatedInverter,
     SimulatedMeter,
@@ -126,6 +126,10 @@ class DataloggerSpec:
     @ivar meter_address: a smart meter at this device address (0x22 is
         usual): a meter data record (0x20) follows every live data record.
         None: no meter.
+    @ivar meter_log_address: the meter also sends its reading as a meter
+        log line (0x1b) from this device address, after each 0x20, as
+        dataloggers that send both do (needs C{meter_address}).  None: no
+        log line.
     """
 
     serial: str
@@ -148,6 +152,7 @@ class DataloggerSpec:
     peak_watts: int = None
     max_backlog: int = 1000
     meter_address: int = None
+    meter_log_address: int = None
     server_host: str = "127.0.0.1"
     server_port: int = 5279
 
@@ -162,6 +167,8 @@ class DataloggerSpec:
         family(self.family)
         if self.interval <= 0 or self.ping_interval < 0 or self.window < 1:
             raise ValueError("interval must be > 0, ping_interval >= 0, window >= 1")
+        if self.meter_log_address is not None and self.meter_address is None:
+            raise ValueError("a meter log line needs a meter (meter_address)")
 
 
 def make_specs(count=1, *, serials=None, prefix="SIM", **common):
@@ -306,6 +313,14 @@ class DataloggerState:
                                    self.meter.words(epoch), protocol=self.spec.protocol,
                                    timestamp=datetime.datetime(*self._timestamp(epoch)))
 
+    def meter_log_body(self):
+        """
+        The meter's log line (0x1b): the reading of the last L{meter_body}.
+        """
+        return encode_meter_log(self.spec.serial, self.meter.log_text(),
+                                protocol=self.spec.protocol,
+                                timestamp=datetime.datetime(*self._timestamp(self.epoch())))
+
     def queue_buffered(self, body):
         """
         Keep C{body} for replay as 0x50; the oldest go when the backlog is full.
@@ -316,8 +331,9 @@ class DataloggerState:
         self.backlog.append(body)
 
     def packet(self, record_type, body):
-        address = (self.spec.meter_address if record_type == RecordType.METER_DATA
-                   else self.spec.device_address)
+        address = {RecordType.METER_DATA: self.spec.meter_address,
+                   RecordType.METER_LOG: self.spec.meter_log_address}.get(
+                       record_type, self.spec.device_address)
         return build_packet(record_type, body, protocol=self.spec.protocol,
                             sequence=self.next_sequence(record_type), device_address=address)
 
@@ -549,6 +565,8 @@ class SimulatedDatalogger(Protocol):
             self._send_record(RecordType.DATA, self.state.data_body())
             if self.state.meter is not None:
                 self._send_record(RecordType.METER_DATA, self.state.meter_body())
+                if self.spec.meter_log_address is not None:
+                    self._send_record(RecordType.METER_LOG, self.state.meter_log_body())
         return True
 
     def _records_in_flight(self):
@@ -626,7 +644,7 @@ class SimulatedDatalogger(Protocol):
         if packet.record_type == RecordType.ANNOUNCE:
             self._after_announce()
             return
-        if packet.record_type == RecordType.METER_DATA:
+        if packet.record_type in (RecordType.METER_DATA, RecordType.METER_LOG):
             return
         stats.latencies.append(self.clock.seconds() - entry[0])
         if self.spec.flood and self._announced:
