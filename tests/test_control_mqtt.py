@@ -407,3 +407,8 @@ class ServiceWiringTests(TestCase):
         self.assertEqual(list(top.mqttControl._online), ["SIMW000002"])
         await top.stopService()
         self.assertEqual([e for e in events if e.get("log_failure") is not None], [])
+        # The output may still be waiting for its connection attempt's
+        # thread (stop_timeout 0 does not wait for it), but no timer of its
+        # is left in the reactor.
+        self.assertEqual([call for call in reactor.getDelayedCalls()
+                          if "MqttOutput" in repr(call)], [])

@@ -1071,6 +1071,12 @@ class MqttOutput:
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self):
+        # The keepalive first: the goodbye is bounded by _GOODBYE_TIMEOUT,
+        # shorter than any keepalive, and a plugin host that stops waiting
+        # for this output (plugins.stop_timeout) must not leave its timer
+        # behind in the reactor.
+        if self._misc_loop is not None and self._misc_loop.running:
+            self._misc_loop.stop()
         try:
             await self._goodbye()
         finally:
