@@ -136,17 +136,17 @@ class _Runner:
                     items = [self.queue.popleft()
                              for _ in range(min(BATCH_RECORDS, len(self.queue)))]
                     d = defer.maybeDeferred(self.plugin.dataBatch, items, self.log)
-                    self._current = d
-                    d.addBoth(self._done, items[0][1], len(items))
-                    continue
-                packet, record = self.queue.popleft()
-                if self.blocking:
-                    d = deferToThreadPool(self.reactor, self.pool, self.plugin.data, packet,
-                                          record, self.log)
+                    record, count = items[0][1], len(items)
                 else:
-                    d = defer.maybeDeferred(self.plugin.data, packet, record, self.log)
+                    packet, record = self.queue.popleft()
+                    count = 1
+                    if self.blocking:
+                        d = deferToThreadPool(self.reactor, self.pool, self.plugin.data,
+                                              packet, record, self.log)
+                    else:
+                        d = defer.maybeDeferred(self.plugin.data, packet, record, self.log)
                 self._current = d
-                d.addBoth(self._done, record)
+                d.addBoth(self._done, record, count)
         finally:
             self._turn = 0
         self._kick()
