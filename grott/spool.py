@@ -159,12 +159,7 @@ class Store:
 
         @return: C{({reason: records dropped}, state)}
         """
-        with self._transaction():
-            self.db.execute("INSERT INTO records (at, data) VALUES (?, ?)", (now, data))
-            self.count += 1
-            self.size += len(data) + ROW_OVERHEAD
-            dropped = self._bound(now)
-        return dropped, self._state()
+        return self.put_many([data], now)
 
     def put_many(self, items, now):
         """
