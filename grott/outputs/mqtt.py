@@ -1082,17 +1082,18 @@ class MqttOutput:
         finally:
             # Also when the plugin host's deadline cancelled the goodbye.
             self._stopping = True
-            if self._retry is not None and self._retry.active():
-                self._retry.cancel()
-            self._retry = None
-            if self._misc_loop is not None and self._misc_loop.running:
-                self._misc_loop.stop()
+            self._cancel_retry()
             if self._socket is not None and self._connecting is None:
                 # Connected (TCP) but never said goodbye: let go of it.
                 sock = self._socket.sock
                 self._socket_closed(sock)
                 sock.close()
             self.connected = False
+
+    def _cancel_retry(self):
+        retry, self._retry = self._retry, None
+        if retry is not None and retry.active():
+            retry.cancel()
 
     async def _goodbye(self):
         if self._status_loop is not None and self._status_loop.running:
@@ -1135,9 +1136,7 @@ class MqttOutput:
             except defer.TimeoutError:
                 pass
             self._disconnected = None
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
+        self._cancel_retry()
         if self._connecting is not None:
             # A connection attempt may sit in its thread for a few seconds
             # (waited on through a Deferred of our own: cancelling this
